@@ -1,9 +1,171 @@
-//! # hub-store
+//! # hub-store: pluggable storage for the IoT hub
 //!
-//! Storage traits, backends (in-memory, SQLite, PostgreSQL) and the conformance kit of the IoT hub SDK.
+//! The hub keeps its state behind a few object-safe traits, so an application picks a backend at
+//! start-up (`Arc<dyn JobStore>`) and an integrator can bring their own:
 //!
-//! This crate is being built (issue #3); see `ARCHITECTURE.md` for what it will own and the
-//! traits of `hub-core` it will implement or use. Until then it only re-exports the vocabulary it
-//! builds on.
+//! | trait | what it keeps |
+//! |---|---|
+//! | [`RegistryStore`] | tenants and their group trees, devices with attributes and life cycle |
+//! | [`CredentialStore`] | hashed device access keys, looked up by a public prefix |
+//! | [`JobStore`] | jobs in per-device FIFO order, compare-and-set on a version, due times, idempotency keys, exclusive-control leases |
+//! | [`MeasurementStore`] | time series points, idempotent on (device, series, time), with hourly rollups for fast aggregates |
+//!
+//! Backends:
+//!
+//! - [`memory::MemoryStore`]: everything in RAM, for tests and as the reference model.
+//! - `sqlite::SqliteStore` (feature `sqlite`, default): one file, WAL, the embedded default. Writes
+//!   go through one writer thread that **group-commits** concurrent requests into one transaction
+//!   and acknowledges each only after the commit, at the configured [`Durability`].
+//! - `postgres::PostgresStore` (feature `postgres`): several hub nodes sharing one database.
+//!
+//! The store does not enforce business rules (which job state may follow which: that is
+//! `hub-jobs`); it stores what it is told atomically, refuses a write whose expected version is
+//! stale, and validates sizes and values so that bad input never lands half-written.
+//!
+//! Every backend must pass the conformance kit (feature `conformance`):
+//! `hub_store::conformance::run_all(|| async { my_stores() }).await`.
+//!
+//! ```
+//! use hub_store::{memory::MemoryStore, StoreLimits};
+//! let stores = MemoryStore::new(StoreLimits::default()).into_stores();
+//! # let _ = stores;
+//! ```
 
-pub use hub_core;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub mod credentials;
+pub mod jobs;
+pub mod measurements;
+pub mod memory;
+pub mod registry;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+mod validate;
+
+pub use credentials::{AccessKeyRecord, CredentialStore};
+pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
+pub use measurements::{
+    AggregateQuery, AggregateScope, AppendOutcome, Bucket, MeasurementStore, Point, SeriesName,
+    SeriesPoints,
+};
+pub use registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+
+pub use hub_core::{BoxFuture, Error, ErrorKind, Result};
+
+/// The stores an application needs, usually all served by one backend.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// Tenants, groups and devices.
+    pub registry: Arc<dyn RegistryStore>,
+    /// Device credentials.
+    pub credentials: Arc<dyn CredentialStore>,
+    /// Jobs.
+    pub jobs: Arc<dyn JobStore>,
+    /// Measurements.
+    pub measurements: Arc<dyn MeasurementStore>,
+}
+
+/// What an acknowledged write survives. Chosen by configuration; backends document how they keep
+/// the promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Every acknowledged write survives a crash of the hub process (SIGKILL, panic, OOM kill).
+    /// A power loss may lose the last moments of writes. SQLite: WAL with `synchronous=NORMAL`.
+    #[default]
+    ProcessCrash,
+    /// Every acknowledged write survives a power loss: the commit is fsynced before the
+    /// acknowledgement. SQLite: WAL with `synchronous=FULL`.
+    PowerLoss,
+}
+
+/// The explicit, configurable limits every backend enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreLimits {
+    /// The largest device attribute document, serialized JSON bytes.
+    pub max_attributes_bytes: usize,
+    /// The largest job document, serialized JSON bytes.
+    pub max_job_document_bytes: usize,
+    /// The largest job status details or result, serialized JSON bytes.
+    pub max_job_status_bytes: usize,
+    /// The most points in one append call.
+    pub max_points_per_append: usize,
+    /// The largest page a list call returns; larger requests are cut to this.
+    pub max_page_size: u32,
+    /// The most aggregate buckets one query may produce.
+    pub max_buckets: u32,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_attributes_bytes: 16 * 1024,
+            max_job_document_bytes: 64 * 1024,
+            max_job_status_bytes: 16 * 1024,
+            max_points_per_append: 100_000,
+            max_page_size: 1000,
+            max_buckets: 100_000,
+        }
+    }
+}
+
+/// A request for one page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// The most items wanted; 0 means the backend's maximum.
+    pub limit: u32,
+    /// The `next` cursor of the previous page, or `None` for the first page.
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    /// The first page of at most `limit` items.
+    pub fn first(limit: u32) -> Self {
+        Self { limit, after: None }
+    }
+
+    /// The number of items to fetch under `limits`.
+    pub fn effective_limit(&self, limits: &StoreLimits) -> u32 {
+        match self.limit {
+            0 => limits.max_page_size,
+            n => n.min(limits.max_page_size),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// The cursor for the next page, `None` on the last page.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched items: if the extra one is there, it is dropped and
+    /// `cursor(last kept item)` becomes `next`.
+    pub fn from_overfetch(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Self {
+        let limit = limit as usize;
+        if items.len() > limit {
+            items.truncate(limit);
+            let next = items.last().map(cursor);
+            Page { items, next }
+        } else {
+            Page { items, next: None }
+        }
+    }
+}
+
+/// The error for a cursor that this backend did not produce.
+pub(crate) fn bad_cursor() -> Error {
+    Error::invalid_input("the page cursor is not valid for this listing")
+}

@@ -1,0 +1,149 @@
+//! Input checks shared by every backend, run before anything is written, so that bad input gets
+//! the same typed error whatever the backend and nothing is ever half-written.
+
+use hub_core::{Error, Result};
+
+use crate::StoreLimits;
+use crate::jobs::NewJob;
+use crate::measurements::{AggregateQuery, SeriesPoints};
+
+/// The largest idempotency key, bytes.
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The largest lane name, bytes.
+pub(crate) const MAX_LANE: usize = 64;
+/// The largest display name, bytes.
+pub(crate) const MAX_DISPLAY_NAME: usize = 256;
+
+pub(crate) fn json_size(value: &serde_json::Value, max: usize, what: &str) -> Result<()> {
+    let len = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if len > max {
+        return Err(Error::too_large(format!(
+            "{what} is {len} bytes of JSON, at most {max} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn display_name(name: &str) -> Result<()> {
+    if name.len() > MAX_DISPLAY_NAME {
+        return Err(Error::invalid_input(format!(
+            "display name is {} bytes, at most {MAX_DISPLAY_NAME} are allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn attributes(value: &serde_json::Value, limits: &StoreLimits) -> Result<()> {
+    if !value.is_object() {
+        return Err(Error::invalid_input(
+            "device attributes must be a JSON object",
+        ));
+    }
+    json_size(value, limits.max_attributes_bytes, "device attributes")
+}
+
+pub(crate) fn new_job(job: &NewJob, limits: &StoreLimits) -> Result<()> {
+    if job.tenant != job.group.tenant() {
+        return Err(Error::invalid_input(
+            "the job's group is not in the job's tenant",
+        ));
+    }
+    json_size(
+        &job.document,
+        limits.max_job_document_bytes,
+        "the job document",
+    )?;
+    json_size(
+        &job.options,
+        limits.max_job_document_bytes,
+        "the job options",
+    )?;
+    let lane_ok = !job.lane.is_empty()
+        && job.lane.len() <= MAX_LANE
+        && job
+            .lane
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !lane_ok {
+        return Err(Error::invalid_input(format!(
+            "lane must be 1 to {MAX_LANE} bytes of A-Z a-z 0-9 - _ ."
+        )));
+    }
+    if let Some(key) = &job.idempotency_key {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(Error::invalid_input(format!(
+                "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn job_status(
+    status: Option<&serde_json::Value>,
+    result: Option<&serde_json::Value>,
+    limits: &StoreLimits,
+) -> Result<()> {
+    if let Some(s) = status {
+        json_size(s, limits.max_job_status_bytes, "the job status details")?;
+    }
+    if let Some(r) = result {
+        json_size(r, limits.max_job_status_bytes, "the job result")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn points(batch: &[SeriesPoints], limits: &StoreLimits) -> Result<()> {
+    let total: usize = batch.iter().map(|s| s.points.len()).sum();
+    if total > limits.max_points_per_append {
+        return Err(Error::too_large(format!(
+            "{total} points in one append, at most {} are allowed",
+            limits.max_points_per_append
+        )));
+    }
+    for s in batch {
+        if let Some(p) = s.points.iter().find(|p| !p.value.is_finite()) {
+            return Err(Error::invalid_input(format!(
+                "series {} of device {} has a non-finite value ({}) at {}",
+                s.series, s.device, p.value, p.ts
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an aggregate query and returns the bucket width in milliseconds.
+pub(crate) fn aggregate(q: &AggregateQuery, limits: &StoreLimits) -> Result<i64> {
+    let width = i64::try_from(q.bucket.as_millis()).unwrap_or(i64::MAX);
+    if width <= 0 {
+        return Err(Error::invalid_input(
+            "the bucket width must be at least 1 ms",
+        ));
+    }
+    if q.from >= q.to {
+        return Err(Error::invalid_input(
+            "the range is empty: `from` must be before `to`",
+        ));
+    }
+    let span = q.to.as_millis() - q.from.as_millis();
+    let buckets = span / width + 2;
+    if buckets > i64::from(limits.max_buckets) {
+        return Err(Error::invalid_input(format!(
+            "the query spans about {buckets} buckets, at most {} are allowed",
+            limits.max_buckets
+        )));
+    }
+    Ok(width)
+}
+
+pub(crate) fn range(from: hub_core::Timestamp, to: hub_core::Timestamp) -> Result<()> {
+    if from >= to {
+        return Err(Error::invalid_input(
+            "the range is empty: `from` must be before `to`",
+        ));
+    }
+    Ok(())
+}
