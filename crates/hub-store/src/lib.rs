@@ -48,6 +48,7 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+mod rollup;
 mod validate;
 
 pub use credentials::{AccessKeyRecord, CredentialStore};

@@ -15,6 +15,7 @@ use crate::measurements::{
     SeriesName, SeriesPoints, bucket_start,
 };
 use crate::registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+use crate::rollup::{Acc, fold};
 use crate::{Page, PageRequest, StoreLimits, Stores, bad_cursor, validate};
 
 type DeviceKey = (TenantId, DeviceId);
@@ -254,13 +255,13 @@ impl RegistryStore for MemoryStore {
                 .devices
                 .get_mut(&device_key(tenant, id))
                 .ok_or_else(|| Error::not_found(format!("device {id} does not exist")))?;
-            if let Some(v) = expected_version {
-                if d.version != v {
-                    return Err(Error::precondition_failed(format!(
-                        "device {id} is at version {}, not {v}",
-                        d.version
-                    )));
-                }
+            if let Some(v) = expected_version
+                && d.version != v
+            {
+                return Err(Error::precondition_failed(format!(
+                    "device {id} is at version {}, not {v}",
+                    d.version
+                )));
             }
             if let Some(name) = patch.display_name {
                 d.display_name = name;
@@ -428,14 +429,14 @@ impl JobStore for MemoryStore {
         ready((|| {
             validate::new_job(&job, &self.limits)?;
             let mut s = self.lock();
-            if let Some(key) = &job.idempotency_key {
-                if let Some(id) = s.idempotency.get(&(job.tenant.clone(), key.clone())) {
-                    let existing = s.jobs[id].clone();
-                    return Ok(CreateOutcome {
-                        job: existing,
-                        created: false,
-                    });
-                }
+            if let Some(key) = &job.idempotency_key
+                && let Some(id) = s.idempotency.get(&(job.tenant.clone(), key.clone()))
+            {
+                let existing = s.jobs[id].clone();
+                return Ok(CreateOutcome {
+                    job: existing,
+                    created: false,
+                });
             }
             if s.jobs.contains_key(&job.id) {
                 return Err(Error::conflict(format!("job {} already exists", job.id)));
@@ -620,13 +621,14 @@ impl JobStore for MemoryStore {
         ready((|| {
             let mut s = self.lock();
             let key = device_key(tenant, device);
-            if let Some(current) = s.control.get(&key) {
-                if current.holder != holder && current.until > now {
-                    return Err(Error::conflict(format!(
-                        "device {device} is under exclusive control until {}",
-                        current.until
-                    )));
-                }
+            if let Some(current) = s.control.get(&key)
+                && current.holder != holder
+                && current.until > now
+            {
+                return Err(Error::conflict(format!(
+                    "device {device} is under exclusive control until {}",
+                    current.until
+                )));
             }
             let lease = ControlLease {
                 tenant: tenant.clone(),
@@ -645,7 +647,7 @@ impl JobStore for MemoryStore {
         device: &'a DeviceId,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
-        ready((|| {
+        ready({
             let mut s = self.lock();
             let key = device_key(tenant, device);
             match s.control.get(&key) {
@@ -658,7 +660,7 @@ impl JobStore for MemoryStore {
                     "exclusive control of device {device} is held by someone else"
                 ))),
             }
-        })())
+        })
     }
 
     fn get_control<'a>(
@@ -676,54 +678,6 @@ impl JobStore for MemoryStore {
     }
 }
 
-/// Folds points into buckets; shared with the SQL backends' tests as the definition of the
-/// statistics.
-pub(crate) fn fold_buckets(
-    points: impl IntoIterator<Item = (i64, f64)>,
-    width: i64,
-) -> Vec<Bucket> {
-    let mut buckets: BTreeMap<i64, (Bucket, i64, i64)> = BTreeMap::new();
-    for (ts, v) in points {
-        let start = bucket_start(ts, width);
-        let e = buckets.entry(start).or_insert_with(|| {
-            (
-                Bucket {
-                    start: Timestamp::from_millis(start).unwrap_or(Timestamp::EPOCH),
-                    count: 0,
-                    min: v,
-                    max: v,
-                    sum: 0.0,
-                    mean: 0.0,
-                    first: v,
-                    last: v,
-                },
-                ts,
-                ts,
-            )
-        });
-        let (b, first_ts, last_ts) = e;
-        b.count += 1;
-        b.min = b.min.min(v);
-        b.max = b.max.max(v);
-        b.sum += v;
-        if ts < *first_ts || (ts == *first_ts && v < b.first) {
-            *first_ts = ts;
-            b.first = v;
-        }
-        if ts > *last_ts || (ts == *last_ts && v > b.last) {
-            *last_ts = ts;
-            b.last = v;
-        }
-    }
-    buckets
-        .into_values()
-        .map(|(mut b, _, _)| {
-            b.mean = b.sum / b.count as f64;
-            b
-        })
-        .collect()
-}
-
 impl MeasurementStore for MemoryStore {
     fn append<'a>(&'a self, batch: &'a [SeriesPoints]) -> BoxFuture<'a, Result<AppendOutcome>> {
         ready((|| {
@@ -736,11 +690,13 @@ impl MeasurementStore for MemoryStore {
                     .entry((sp.tenant.clone(), sp.device.clone(), sp.series.clone()))
                     .or_default();
                 for p in &sp.points {
-                    if series.contains_key(&p.ts.as_millis()) {
-                        out.duplicates += 1;
-                    } else {
-                        series.insert(p.ts.as_millis(), p.value);
+                    if let std::collections::btree_map::Entry::Vacant(e) =
+                        series.entry(p.ts.as_millis())
+                    {
+                        e.insert(p.value);
                         out.inserted += 1;
+                    } else {
+                        out.duplicates += 1;
                     }
                 }
             }
@@ -805,7 +761,10 @@ impl MeasurementStore for MemoryStore {
                     points.extend(pts.range(from..to).map(|(&t, &v)| (t, v)));
                 }
             }
-            Ok(fold_buckets(points, width))
+            Ok(fold(
+                points.into_iter().map(|(t, v)| (t, Acc::point(t, v))),
+                width,
+            ))
         })())
     }
 

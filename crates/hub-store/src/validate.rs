@@ -72,12 +72,12 @@ pub(crate) fn new_job(job: &NewJob, limits: &StoreLimits) -> Result<()> {
             "lane must be 1 to {MAX_LANE} bytes of A-Z a-z 0-9 - _ ."
         )));
     }
-    if let Some(key) = &job.idempotency_key {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-            return Err(Error::invalid_input(format!(
-                "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
-            )));
-        }
+    if let Some(key) = &job.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(Error::invalid_input(format!(
+            "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+        )));
     }
     Ok(())
 }

@@ -1,0 +1,147 @@
+//! Device access keys on SQLite.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use hub_core::{BoxFuture, DeviceId, Error, Result, TenantId, Timestamp};
+
+use super::registry::ts;
+use super::{SqliteStore, corrupt, db_err};
+use crate::credentials::{AccessKeyRecord, CredentialStore};
+
+const COLS: &str = "prefix, tenant, device, hash, created_at, expires_at, revoked_at";
+
+type KeyRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_key(row: KeyRow) -> Result<AccessKeyRecord> {
+    let (prefix, tenant, device, hash, created, expires, revoked) = row;
+    Ok(AccessKeyRecord {
+        prefix,
+        tenant: tenant.parse().map_err(|_| corrupt("tenant id"))?,
+        device: device.parse().map_err(|_| corrupt("device id"))?,
+        hash,
+        created_at: ts(created)?,
+        expires_at: expires.map(ts).transpose()?,
+        revoked_at: revoked.map(ts).transpose()?,
+    })
+}
+
+fn find(conn: &Connection, prefix: &str) -> Result<Option<AccessKeyRecord>> {
+    conn.prepare_cached(&format!("SELECT {COLS} FROM access_keys WHERE prefix = ?1"))
+        .and_then(|mut s| s.query_row([prefix], key_row).optional())
+        .map_err(db_err)?
+        .map(to_key)
+        .transpose()
+}
+
+impl CredentialStore for SqliteStore {
+    fn put_access_key<'a>(&'a self, key: AccessKeyRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write(move |conn| {
+            if find(conn, &key.prefix)?.is_some() {
+                return Err(Error::conflict("an access key with this prefix exists"));
+            }
+            conn.prepare_cached(&format!(
+                "INSERT INTO access_keys ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    key.prefix,
+                    key.tenant.as_str(),
+                    key.device.as_str(),
+                    key.hash,
+                    key.created_at.as_millis(),
+                    key.expires_at.map(Timestamp::as_millis),
+                    key.revoked_at.map(Timestamp::as_millis),
+                ])
+            })
+            .map_err(db_err)?;
+            Ok(())
+        }))
+    }
+
+    fn find_access_key<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AccessKeyRecord>>> {
+        let prefix = prefix.to_owned();
+        Box::pin(self.read(move |conn| find(conn, &prefix)))
+    }
+
+    fn list_access_keys<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+    ) -> BoxFuture<'a, Result<Vec<AccessKeyRecord>>> {
+        let (tenant, device) = (tenant.clone(), device.clone());
+        Box::pin(self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLS} FROM access_keys WHERE tenant = ?1 AND device = ?2 \
+                     ORDER BY created_at DESC, prefix"
+                ))
+                .and_then(|mut s| {
+                    s.query_map([tenant.as_str(), device.as_str()], key_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            rows.into_iter().map(to_key).collect()
+        }))
+    }
+
+    fn set_access_key_expiry<'a>(
+        &'a self,
+        prefix: &'a str,
+        expires_at: Option<Timestamp>,
+    ) -> BoxFuture<'a, Result<()>> {
+        let prefix = prefix.to_owned();
+        Box::pin(self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE access_keys SET expires_at = ?2 WHERE prefix = ?1")
+                .and_then(|mut s| s.execute(params![prefix, expires_at.map(Timestamp::as_millis)]))
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::not_found("no such access key"));
+            }
+            Ok(())
+        }))
+    }
+
+    fn revoke_access_key<'a>(
+        &'a self,
+        prefix: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<()>> {
+        let prefix = prefix.to_owned();
+        Box::pin(self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE access_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE prefix = ?1",
+                )
+                .and_then(|mut s| s.execute(params![prefix, now.as_millis()]))
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::not_found("no such access key"));
+            }
+            Ok(())
+        }))
+    }
+}
