@@ -300,39 +300,44 @@ impl JobStore for SqliteStore {
                 "the job options",
             )?;
             self.write(move |conn| {
-                let changed = conn
-                    .prepare_cached(
+                let updated = conn
+                    .prepare_cached(&format!(
                         "UPDATE jobs SET state = ?3, active = ?4, execution = ?5, attempts = ?6, \
                          options = ?7, due_at = ?8, status_details = ?9, result = ?10, \
                          updated_at = ?11, version = version + 1 \
-                         WHERE id = ?1 AND tenant = ?2 AND version = ?12",
-                    )
+                         WHERE id = ?1 AND tenant = ?2 AND version = ?12 RETURNING {COLS}"
+                    ))
                     .and_then(|mut s| {
-                        s.execute(params![
-                            job.id.as_uuid().as_bytes(),
-                            job.tenant.as_str(),
-                            job.state.as_str(),
-                            active(job.state),
-                            i64::from(job.execution),
-                            i64::from(job.attempts),
-                            job.options.to_string(),
-                            job.due_at.map(Timestamp::as_millis),
-                            opt_json(&job.status_details),
-                            opt_json(&job.result),
-                            job.updated_at.as_millis(),
-                            expected_version as i64,
-                        ])
+                        s.query_row(
+                            params![
+                                job.id.as_uuid().as_bytes(),
+                                job.tenant.as_str(),
+                                job.state.as_str(),
+                                active(job.state),
+                                i64::from(job.execution),
+                                i64::from(job.attempts),
+                                job.options.to_string(),
+                                job.due_at.map(Timestamp::as_millis),
+                                opt_json(&job.status_details),
+                                opt_json(&job.result),
+                                job.updated_at.as_millis(),
+                                expected_version as i64,
+                            ],
+                            raw,
+                        )
+                        .optional()
                     })
                     .map_err(db_err)?;
-                let stored = get(conn, job.tenant.as_str(), &job.id)?
-                    .ok_or_else(|| Error::not_found(format!("job {} does not exist", job.id)))?;
-                if changed == 0 {
-                    return Err(Error::precondition_failed(format!(
+                if let Some(row) = updated {
+                    return to_job(row);
+                }
+                match get(conn, job.tenant.as_str(), &job.id)? {
+                    None => Err(Error::not_found(format!("job {} does not exist", job.id))),
+                    Some(stored) => Err(Error::precondition_failed(format!(
                         "job {} is at version {}, not {expected_version}",
                         job.id, stored.version
-                    )));
+                    ))),
                 }
-                Ok(stored)
             })
             .await
         })

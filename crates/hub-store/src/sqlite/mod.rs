@@ -311,6 +311,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, max_
     }
 }
 
+/// Runs a parameterless statement through the statement cache: the writer runs these thousands of
+/// times a second.
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Box<dyn WriteJob>>,
@@ -325,7 +331,7 @@ fn run_batch(
         return Ok(());
     }
     for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+        if let Err(e) = exec_cached(conn, "SAVEPOINT request") {
             job.abort(Error::unavailable(format!("cannot open a savepoint: {e}")));
             continue;
         }
@@ -340,9 +346,9 @@ fn run_batch(
             }
         };
         if failed {
-            let _ = conn.execute_batch("ROLLBACK TO request");
+            let _ = exec_cached(conn, "ROLLBACK TO request");
         }
-        let _ = conn.execute_batch("RELEASE request");
+        let _ = exec_cached(conn, "RELEASE request");
         replies.push(reply);
     }
     match conn.execute_batch("COMMIT") {
