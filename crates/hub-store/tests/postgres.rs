@@ -338,6 +338,29 @@ async fn registry_and_credentials_match_memory() {
                 ),
             );
             log(
+                "list acme all",
+                format!(
+                    "{:?}",
+                    kind(s.list_groups(&g("acme"), PageRequest::first(0)).await)
+                ),
+            );
+            log(
+                "list acme after a",
+                format!(
+                    "{:?}",
+                    kind(
+                        s.list_groups(
+                            &g("acme"),
+                            PageRequest {
+                                limit: 2,
+                                after: Some("acme/a".into())
+                            }
+                        )
+                        .await
+                    )
+                ),
+            );
+            log(
                 "list bad cursor",
                 format!(
                     "{:?}",
@@ -1629,7 +1652,7 @@ async fn pagination_walks_every_item_exactly_once() {
         let expected: Vec<(i64, f64)> = pts
             .iter()
             .copied()
-            .filter(|&(ts, _)| ts >= BASE + 3 && ts < BASE + 2998)
+            .filter(|&(ts, _)| (BASE + 3..BASE + 2998).contains(&ts))
             .collect();
         assert_eq!(seen, expected);
 

@@ -96,6 +96,23 @@ fn job_where(root: &GroupPath, filter: &JobFilter) -> JobWhere {
     }
 }
 
+/// The tenant's job created earlier with `job`'s idempotency key, if it has a key and such a job
+/// exists.
+async fn by_idempotency_key<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    job: &NewJob,
+) -> Result<Option<JobRecord>> {
+    let Some(key) = &job.idempotency_key else {
+        return Ok(None);
+    };
+    let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2");
+    query_opt(c, &sql, &[&job.tenant.as_str(), key])
+        .await?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+}
+
 impl JobStore for PostgresStore {
     fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
         Box::pin(async move {
@@ -103,15 +120,11 @@ impl JobStore for PostgresStore {
             let document = json_text(&job.document)?;
             let options = json_text(&job.options)?;
             let mut c = self.client().await?;
-            let by_key =
-                format!("SELECT {JOB_COLS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2");
-            if let Some(key) = &job.idempotency_key {
-                if let Some(row) = query_opt(&c, &by_key, &[&job.tenant.as_str(), key]).await? {
-                    return Ok(CreateOutcome {
-                        job: job_from_row(&row)?,
-                        created: false,
-                    });
-                }
+            if let Some(existing) = by_idempotency_key(&c, &job).await? {
+                return Ok(CreateOutcome {
+                    job: existing,
+                    created: false,
+                });
             }
             let tx = c.transaction().await.map_err(db_error)?;
             // The queue row's lock orders concurrent creators of one device's jobs, so `seq`
@@ -164,13 +177,11 @@ impl JobStore for PostgresStore {
             // Nothing inserted: either a racing creator committed the same idempotency key
             // (ON CONFLICT waited for it), or the job id is taken.
             tx.rollback().await.map_err(db_error)?;
-            if let Some(key) = &job.idempotency_key {
-                if let Some(row) = query_opt(&c, &by_key, &[&job.tenant.as_str(), key]).await? {
-                    return Ok(CreateOutcome {
-                        job: job_from_row(&row)?,
-                        created: false,
-                    });
-                }
+            if let Some(existing) = by_idempotency_key(&c, &job).await? {
+                return Ok(CreateOutcome {
+                    job: existing,
+                    created: false,
+                });
             }
             Err(Error::conflict(format!("job {} already exists", job.id)))
         })
