@@ -207,7 +207,7 @@ fn job_op() -> impl Strategy<Value = Op> {
         4 => (any::<u8>(), 0..6u8, proptest::option::of(0..8u8), prop::bool::weighted(0.1), proptest::option::of(1..4u64), any::<bool>())
             .prop_map(|(job, state, due, foreign, stale, result)| Op::UpdateJob { job, state, due, foreign, stale: stale.filter(|_| job % 4 == 0), result }),
         1 => (any::<u8>(), 0..2u8).prop_map(|(job, t)| Op::GetJob { job, t }),
-        2 => (0..2u8, 0..3u8, 0..2u8, 1..4u32).prop_map(|(t, d, lane, n)| Op::QueueHead { t, d, lane, n }),
+        2 => (0..2u8, 0..3u8, 0..2u8, 1..3u32).prop_map(|(t, d, lane, n)| Op::QueueHead { t, d, lane, n }),
         1 => (0..8u8, 1..5u32).prop_map(|(at, limit)| Op::DueJobs { at, limit }),
         2 => (0..2u8, 0..5u8, proptest::option::of(0..3u8), proptest::collection::vec(0..6u8, 0..3), any::<bool>(), 0..4u32)
             .prop_map(|(t, g, d, states, bulk, limit)| Op::ListJobs { t, g, d, states, bulk, limit }),
@@ -779,13 +779,30 @@ fn cases() -> Vec<Vec<Op>> {
             attrs: 2,
         },
     ];
+    // A few queued jobs, so that queues are longer than what queue_head asks for.
+    let jobs = (0..4u8).map(|k| Op::CreateJob {
+        t: 0,
+        gt: 0,
+        g: 1,
+        d: k / 3,
+        lane: 0,
+        key: None,
+        state: 0,
+        due: Some(2 * k),
+        bulk: k % 2 == 0,
+    });
     (0..CASES)
         .map(|_| {
             let ops = strategy
                 .new_tree(&mut runner)
                 .expect("the strategy generates")
                 .current();
-            prelude.iter().cloned().chain(ops).collect()
+            prelude
+                .iter()
+                .cloned()
+                .chain(jobs.clone())
+                .chain(ops)
+                .collect()
         })
         .collect()
 }
