@@ -1,0 +1,155 @@
+//! Credential checks: access keys by prefix, newest first, expiry, revocation.
+
+use hub_core::ErrorKind;
+
+use super::{StoresFactory, T0, dev, expect_kind, ok, tenant, ts};
+use crate::credentials::AccessKeyRecord;
+
+fn key(prefix: &str, tenant_id: &str, device: &str, created: i64) -> AccessKeyRecord {
+    AccessKeyRecord {
+        prefix: prefix.to_owned(),
+        tenant: tenant(tenant_id),
+        device: dev(device),
+        hash: format!("$argon2id$v=19$m=19456,t=2,p=1${prefix}$hash"),
+        created_at: ts(created),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+pub(super) async fn access_keys(factory: StoresFactory) {
+    let creds = factory().await.credentials;
+    let k1 = key("hk_0001", "acme", "pump-1", T0);
+    let k2 = key("hk_0002", "acme", "pump-1", T0 + 1000);
+    let k3 = key("hk_0003", "acme", "pump-1", T0 + 500);
+    let other_device = key("hk_0004", "acme", "pump-2", T0 + 2000);
+    let other_tenant = key("hk_0005", "globex", "pump-1", T0 + 3000);
+    for k in [&k1, &k2, &k3, &other_device, &other_tenant] {
+        ok(
+            creds.put_access_key(k.clone()).await,
+            &format!("put_access_key({})", k.prefix),
+        );
+    }
+    let mut dup = key("hk_0001", "globex", "pump-9", T0 + 9000);
+    dup.hash = "other".into();
+    expect_kind(
+        creds.put_access_key(dup).await,
+        ErrorKind::Conflict,
+        "put_access_key with a prefix that exists (even for another device and tenant)",
+    );
+    assert_eq!(
+        ok(creds.find_access_key("hk_0001").await, "find_access_key"),
+        Some(k1.clone()),
+        "find_access_key returns the key as stored; a refused duplicate changes nothing"
+    );
+    assert_eq!(
+        ok(creds.find_access_key("hk_9999").await, "find_access_key"),
+        None
+    );
+    assert_eq!(
+        ok(creds.find_access_key("hk_000").await, "find_access_key"),
+        None,
+        "find_access_key matches the whole prefix, not a prefix of it"
+    );
+    assert_eq!(
+        ok(
+            creds
+                .list_access_keys(&tenant("acme"), &dev("pump-1"))
+                .await,
+            "list_access_keys"
+        ),
+        vec![k2.clone(), k3.clone(), k1.clone()],
+        "list_access_keys: the device's keys, newest first"
+    );
+    assert_eq!(
+        ok(
+            creds
+                .list_access_keys(&tenant("globex"), &dev("pump-1"))
+                .await,
+            "list_access_keys"
+        ),
+        vec![other_tenant.clone()],
+        "list_access_keys is per tenant"
+    );
+    assert!(
+        ok(
+            creds
+                .list_access_keys(&tenant("acme"), &dev("pump-9"))
+                .await,
+            "list_access_keys"
+        )
+        .is_empty()
+    );
+
+    // Expiry (rotation overlap).
+    ok(
+        creds
+            .set_access_key_expiry("hk_0001", Some(ts(T0 + 60_000)))
+            .await,
+        "set_access_key_expiry",
+    );
+    let k1e = ok(creds.find_access_key("hk_0001").await, "find_access_key").expect("k1");
+    assert_eq!(
+        k1e.expires_at,
+        Some(ts(T0 + 60_000)),
+        "the expiry is stored"
+    );
+    assert!(k1e.is_usable(ts(T0 + 59_999)), "usable before its expiry");
+    assert!(!k1e.is_usable(ts(T0 + 60_000)), "not usable at its expiry");
+    ok(
+        creds.set_access_key_expiry("hk_0001", None).await,
+        "clear the expiry",
+    );
+    let k1c = ok(creds.find_access_key("hk_0001").await, "find_access_key").expect("k1");
+    assert_eq!(k1c, k1, "clearing the expiry restores the key");
+    assert!(k1c.is_usable(ts(T0 + 10_000_000)));
+    expect_kind(
+        creds.set_access_key_expiry("hk_9999", Some(ts(T0))).await,
+        ErrorKind::NotFound,
+        "set_access_key_expiry of an unknown key",
+    );
+
+    // Revocation: the first time stays.
+    ok(
+        creds.revoke_access_key("hk_0002", ts(T0 + 5000)).await,
+        "revoke_access_key",
+    );
+    ok(
+        creds.revoke_access_key("hk_0002", ts(T0 + 7000)).await,
+        "revoke_access_key of a revoked key",
+    );
+    let k2r = ok(creds.find_access_key("hk_0002").await, "find_access_key").expect("k2");
+    assert_eq!(
+        k2r.revoked_at,
+        Some(ts(T0 + 5000)),
+        "revoking twice keeps the first revocation time"
+    );
+    assert!(!k2r.is_usable(ts(T0 + 1)), "a revoked key is not usable");
+    assert_eq!(
+        (k2r.hash.as_str(), k2r.created_at, k2r.expires_at),
+        (k2.hash.as_str(), k2.created_at, None),
+        "revocation changes nothing else"
+    );
+    expect_kind(
+        creds.revoke_access_key("hk_9999", ts(T0)).await,
+        ErrorKind::NotFound,
+        "revoke_access_key of an unknown key",
+    );
+    let listed = ok(
+        creds
+            .list_access_keys(&tenant("acme"), &dev("pump-1"))
+            .await,
+        "list_access_keys",
+    );
+    assert_eq!(
+        listed.iter().map(|k| k.prefix.as_str()).collect::<Vec<_>>(),
+        ["hk_0002", "hk_0003", "hk_0001"],
+        "revoked keys are still listed, newest first"
+    );
+    assert_eq!(listed[0].revoked_at, Some(ts(T0 + 5000)));
+    assert_eq!(
+        ok(creds.find_access_key("hk_0003").await, "find_access_key"),
+        Some(k3),
+        "other keys are untouched"
+    );
+}

@@ -1,0 +1,420 @@
+//! The conformance kit on the in-memory reference backend.
+
+use hub_store::conformance::{self, StoresFactory};
+use hub_store::{StoreLimits, memory::MemoryStore};
+
+fn memory() -> StoresFactory {
+    conformance::factory(|| async { MemoryStore::new(StoreLimits::default()).into_stores() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_passes_the_conformance_kit() {
+    conformance::run_all(memory()).await;
+}
+
+#[test]
+fn check_names_are_unique_and_stable() {
+    let checks = conformance::checks();
+    let mut names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+    assert!(names.len() >= 20, "the kit has its checks: {names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')),
+        "names are snake_case: {names:?}"
+    );
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), checks.len(), "check names are unique");
+}
+
+// ---- The kit must fail on broken backends. ----
+//
+// `Broken` is the memory backend with one injected bug. Each bug must be caught by the
+// model-based check (which compares with a fresh `MemoryStore`), and `run_all` must report it.
+
+mod broken {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use hub_core::{BoxFuture, DeviceId, GroupPath, JobId, JobState, Result, TenantId, Timestamp};
+    use hub_store::memory::MemoryStore;
+    use hub_store::{
+        AccessKeyRecord, AggregateQuery, AppendOutcome, Bucket, ControlLease, CreateOutcome,
+        CredentialStore, Device, DevicePatch, Group, JobFilter, JobRecord, JobStore, Lifecycle,
+        MeasurementStore, NewDevice, NewJob, Page, PageRequest, Point, RegistryStore, SeriesName,
+        SeriesPoints, StoreLimits, Stores,
+    };
+
+    /// The bug to inject.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Bug {
+        /// `update_device` ignores the expected version.
+        DeviceVersionIgnored,
+        /// `list_devices` ignores the life-cycle filter.
+        LifecycleFilterIgnored,
+        /// `queue_head` returns one job too many.
+        QueueHeadOffByOne,
+        /// `get_control` ignores `now`, so lapsed leases stay in force.
+        LapsedLeaseShown,
+        /// `create_job` forgets the idempotency key.
+        IdempotencyKeyDropped,
+        /// `read_range` includes `to`.
+        ReadRangeInclusive,
+        /// `aggregate` returns sums that are slightly off.
+        SumDrift,
+        /// `list_groups` drops the subtree root.
+        GroupRootMissing,
+    }
+
+    #[derive(Debug)]
+    pub struct Broken {
+        inner: MemoryStore,
+        bug: Bug,
+    }
+
+    pub fn stores(bug: Bug) -> Stores {
+        let me = std::sync::Arc::new(Broken {
+            inner: MemoryStore::new(StoreLimits::default()),
+            bug,
+        });
+        Stores {
+            registry: me.clone(),
+            credentials: me.clone(),
+            jobs: me.clone(),
+            measurements: me,
+        }
+    }
+
+    impl RegistryStore for Broken {
+        fn create_tenant<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            display_name: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Group>> {
+            self.inner.create_tenant(tenant, display_name, now)
+        }
+        fn create_group<'a>(
+            &'a self,
+            path: &'a GroupPath,
+            display_name: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Group>> {
+            self.inner.create_group(path, display_name, now)
+        }
+        fn get_group<'a>(&'a self, path: &'a GroupPath) -> BoxFuture<'a, Result<Option<Group>>> {
+            self.inner.get_group(path)
+        }
+        fn list_groups<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<Group>>> {
+            Box::pin(async move {
+                let mut p = self.inner.list_groups(root, page).await?;
+                if self.bug == Bug::GroupRootMissing {
+                    p.items.retain(|g| g.path != *root);
+                }
+                Ok(p)
+            })
+        }
+        fn delete_group<'a>(&'a self, path: &'a GroupPath) -> BoxFuture<'a, Result<()>> {
+            self.inner.delete_group(path)
+        }
+        fn create_device<'a>(
+            &'a self,
+            device: NewDevice,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Device>> {
+            self.inner.create_device(device, now)
+        }
+        fn get_device<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a DeviceId,
+        ) -> BoxFuture<'a, Result<Option<Device>>> {
+            self.inner.get_device(tenant, id)
+        }
+        fn update_device<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a DeviceId,
+            patch: DevicePatch,
+            expected_version: Option<u64>,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Device>> {
+            let expected = match self.bug {
+                Bug::DeviceVersionIgnored => None,
+                _ => expected_version,
+            };
+            self.inner.update_device(tenant, id, patch, expected, now)
+        }
+        fn move_device<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a DeviceId,
+            to: &'a GroupPath,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Device>> {
+            self.inner.move_device(tenant, id, to, now)
+        }
+        fn delete_device<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a DeviceId,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.delete_device(tenant, id)
+        }
+        fn list_devices<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            lifecycle: Option<Lifecycle>,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<Device>>> {
+            let lifecycle = match self.bug {
+                Bug::LifecycleFilterIgnored => None,
+                _ => lifecycle,
+            };
+            self.inner.list_devices(root, lifecycle, page)
+        }
+    }
+
+    impl CredentialStore for Broken {
+        fn put_access_key<'a>(&'a self, key: AccessKeyRecord) -> BoxFuture<'a, Result<()>> {
+            self.inner.put_access_key(key)
+        }
+        fn find_access_key<'a>(
+            &'a self,
+            prefix: &'a str,
+        ) -> BoxFuture<'a, Result<Option<AccessKeyRecord>>> {
+            self.inner.find_access_key(prefix)
+        }
+        fn list_access_keys<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+        ) -> BoxFuture<'a, Result<Vec<AccessKeyRecord>>> {
+            self.inner.list_access_keys(tenant, device)
+        }
+        fn set_access_key_expiry<'a>(
+            &'a self,
+            prefix: &'a str,
+            expires_at: Option<Timestamp>,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.set_access_key_expiry(prefix, expires_at)
+        }
+        fn revoke_access_key<'a>(
+            &'a self,
+            prefix: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.revoke_access_key(prefix, now)
+        }
+    }
+
+    impl JobStore for Broken {
+        fn create_job<'a>(&'a self, mut job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
+            if self.bug == Bug::IdempotencyKeyDropped {
+                job.idempotency_key = None;
+            }
+            self.inner.create_job(job)
+        }
+        fn get_job<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a JobId,
+        ) -> BoxFuture<'a, Result<Option<JobRecord>>> {
+            self.inner.get_job(tenant, id)
+        }
+        fn update_job<'a>(
+            &'a self,
+            job: &'a JobRecord,
+            expected_version: u64,
+        ) -> BoxFuture<'a, Result<JobRecord>> {
+            self.inner.update_job(job, expected_version)
+        }
+        fn queue_head<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            lane: &'a str,
+            n: u32,
+        ) -> BoxFuture<'a, Result<Vec<JobRecord>>> {
+            let n = match self.bug {
+                Bug::QueueHeadOffByOne => n + 1,
+                _ => n,
+            };
+            self.inner.queue_head(tenant, device, lane, n)
+        }
+        fn due_jobs<'a>(
+            &'a self,
+            at: Timestamp,
+            limit: u32,
+        ) -> BoxFuture<'a, Result<Vec<JobRecord>>> {
+            self.inner.due_jobs(at, limit)
+        }
+        fn list_jobs<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            filter: &'a JobFilter,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<JobRecord>>> {
+            self.inner.list_jobs(root, filter, page)
+        }
+        fn count_jobs<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            filter: &'a JobFilter,
+        ) -> BoxFuture<'a, Result<BTreeMap<JobState, u64>>> {
+            self.inner.count_jobs(root, filter)
+        }
+        fn acquire_control<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            holder: &'a str,
+            until: Timestamp,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<ControlLease>> {
+            self.inner
+                .acquire_control(tenant, device, holder, until, now)
+        }
+        fn release_control<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            holder: &'a str,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.release_control(tenant, device, holder)
+        }
+        fn get_control<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Option<ControlLease>>> {
+            let now = match self.bug {
+                Bug::LapsedLeaseShown => Timestamp::EPOCH,
+                _ => now,
+            };
+            self.inner.get_control(tenant, device, now)
+        }
+    }
+
+    impl MeasurementStore for Broken {
+        fn append<'a>(&'a self, batch: &'a [SeriesPoints]) -> BoxFuture<'a, Result<AppendOutcome>> {
+            self.inner.append(batch)
+        }
+        fn read_range<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            series: &'a SeriesName,
+            from: Timestamp,
+            to: Timestamp,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<Point>>> {
+            let to = match self.bug {
+                Bug::ReadRangeInclusive => to.saturating_add(Duration::from_millis(1)),
+                _ => to,
+            };
+            self.inner
+                .read_range(tenant, device, series, from, to, page)
+        }
+        fn aggregate<'a>(
+            &'a self,
+            query: &'a AggregateQuery,
+        ) -> BoxFuture<'a, Result<Vec<Bucket>>> {
+            Box::pin(async move {
+                let mut buckets = self.inner.aggregate(query).await?;
+                if self.bug == Bug::SumDrift {
+                    for b in &mut buckets {
+                        b.sum = b.sum * 1.001 + 0.01;
+                    }
+                }
+                Ok(buckets)
+            })
+        }
+        fn list_series<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+        ) -> BoxFuture<'a, Result<Vec<SeriesName>>> {
+            self.inner.list_series(tenant, device)
+        }
+        fn delete_before<'a>(&'a self, before: Timestamp) -> BoxFuture<'a, Result<u64>> {
+            self.inner.delete_before(before)
+        }
+    }
+}
+
+const BUGS: [broken::Bug; 8] = [
+    broken::Bug::DeviceVersionIgnored,
+    broken::Bug::LifecycleFilterIgnored,
+    broken::Bug::QueueHeadOffByOne,
+    broken::Bug::LapsedLeaseShown,
+    broken::Bug::IdempotencyKeyDropped,
+    broken::Bug::ReadRangeInclusive,
+    broken::Bug::SumDrift,
+    broken::Bug::GroupRootMissing,
+];
+
+/// Runs one check on a broken backend; true when it panicked.
+async fn fails(name: &str, bug: broken::Bug) -> bool {
+    let check = conformance::checks()
+        .into_iter()
+        .find(|c| c.name == name)
+        .expect("the check exists");
+    let factory = conformance::factory(move || async move { broken::stores(bug) });
+    tokio::spawn((check.run)(factory)).await.is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_check_catches_every_injected_bug() {
+    for bug in BUGS {
+        assert!(
+            fails("model_random_operations", bug).await,
+            "the model check did not notice {bug:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contract_checks_catch_injected_bugs() {
+    use broken::Bug::*;
+    for (bug, check) in [
+        (DeviceVersionIgnored, "registry_devices"),
+        (LifecycleFilterIgnored, "registry_list_devices"),
+        (QueueHeadOffByOne, "jobs_queue_head"),
+        (LapsedLeaseShown, "jobs_control_leases"),
+        (IdempotencyKeyDropped, "jobs_idempotency"),
+        (IdempotencyKeyDropped, "concurrency_idempotency"),
+        (ReadRangeInclusive, "measurements_read_range"),
+        (SumDrift, "measurements_aggregate"),
+        (SumDrift, "measurements_rollups"),
+        (GroupRootMissing, "registry_list_groups"),
+    ] {
+        assert!(fails(check, bug).await, "{check} did not notice {bug:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_all_reports_failed_checks() {
+    let factory = conformance::factory(|| async { broken::stores(broken::Bug::QueueHeadOffByOne) });
+    let outcome = tokio::spawn(conformance::run_all(factory)).await;
+    let panic = outcome.expect_err("run_all must panic on a broken backend");
+    let message = panic
+        .into_panic()
+        .downcast::<String>()
+        .map(|s| *s)
+        .unwrap_or_default();
+    assert!(
+        message.contains("jobs_queue_head") && message.contains("checks failed"),
+        "run_all names the failed checks: {message}"
+    );
+    assert!(
+        !message.contains("registry_devices"),
+        "run_all lists only the failed checks: {message}"
+    );
+}
