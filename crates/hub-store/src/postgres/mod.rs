@@ -226,7 +226,9 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
             ErrorKind::InvalidInput
         }
         Some(_) => ErrorKind::Internal,
-        None => ErrorKind::Unavailable,
+        // No SQLSTATE: the connection broke (closed, I/O) or the client refused the call.
+        None if e.is_closed() || io_source(&e) => ErrorKind::Unavailable,
+        None => ErrorKind::Internal,
     };
     match kind {
         ErrorKind::Conflict => Error::conflict("the record already exists").with_source(e),
@@ -239,6 +241,18 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
         }
         _ => Error::internal(e),
     }
+}
+
+/// Whether an I/O error lies behind `e` (a lost or refused connection).
+fn io_source(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether `e` is a foreign-key violation (a referenced group vanished under a racing write).
