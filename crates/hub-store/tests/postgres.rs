@@ -1350,6 +1350,9 @@ async fn aggregates_match_memory_on_both_paths() {
             Duration::from_secs(24 * 3600),
             Duration::from_secs(600),
             Duration::from_millis(7_777),
+            // Wider than all time: one bucket at the epoch, on both paths.
+            Duration::from_secs(3600 * 1_000_000_000),
+            Duration::from_secs(u64::MAX),
         ];
         for scope in &scopes {
             for &(from, to) in &ranges {

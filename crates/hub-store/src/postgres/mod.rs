@@ -30,7 +30,7 @@ use tokio_postgres::{NoTls, Row};
 
 use hub_core::{Error, ErrorKind, GroupPath, Result};
 
-use crate::{StoreLimits, Stores};
+use crate::{StoreLimits, Stores, bad_cursor};
 
 mod jobs;
 mod measurements;
@@ -311,6 +311,14 @@ pub(crate) fn below_pattern(root: &GroupPath) -> String {
     }
     p.push_str("/%");
     p
+}
+
+/// Parses a page cursor this backend produced.
+pub(crate) fn parse_cursor<T: std::str::FromStr>(after: &Option<String>) -> Result<Option<T>> {
+    after
+        .as_deref()
+        .map(|c| c.parse().map_err(|_| bad_cursor()))
+        .transpose()
 }
 
 /// A `u64` counter as stored (`BIGINT`); counters never come near `i64::MAX`.
