@@ -1914,3 +1914,24 @@ async fn hour_aligned_queries_read_the_rollups() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_invalid_input_and_stores_nothing() {
+    with_store(StoreLimits::default(), |pg, _, _| async move {
+        // PostgreSQL text cannot hold U+0000; the in-memory store would keep it. The backend
+        // refuses it as bad input instead of failing internally.
+        let err = pg
+            .create_tenant(&tn("acme"), "Ac\u{0}me", t(1))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(pg.get_group(&g("acme")).await.expect("get"), None);
+        let mut job = new_job("pump-1", 10, Some("key\u{0}"));
+        let err = pg.create_job(job.clone()).await.expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        job.idempotency_key = None;
+        let created = pg.create_job(job).await.expect("create");
+        assert_eq!(created.job.seq, 1, "the refused job consumed no seq");
+    })
+    .await;
+}

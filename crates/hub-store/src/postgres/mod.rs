@@ -48,7 +48,8 @@ pub struct PostgresConfig {
     pub url: String,
     /// The schema to keep the tables in, created if missing; `None` uses the server's default
     /// search path (usually `public`). One database can host several hubs, or test runs, side by
-    /// side this way. Must be 1 to 63 bytes of `a-z 0-9 _`, not starting with a digit.
+    /// side this way. Must be 1 to 63 bytes of `a-z 0-9 _`, not starting with a digit or `pg_`
+    /// (it is spliced into SQL and connection options, so the alphabet rules out injection).
     pub schema: Option<String>,
     /// The most connections this node keeps open (at least 1; 0 counts as 1). Concurrent store
     /// calls beyond it wait for a free connection.
@@ -160,13 +161,9 @@ impl PostgresStore {
 
     /// Drops the configured schema with everything in it, and closes the pool. For tests and
     /// tear-down scripts that gave each run its own schema; refused without a configured schema,
-    /// so that it can never drop `public`.
+    /// or with `public`, so that it can never drop the default schema.
     pub async fn drop_schema(self) -> Result<()> {
-        let Some(schema) = self.schema.clone() else {
-            return Err(Error::invalid_input(
-                "drop_schema needs a store opened with its own schema",
-            ));
-        };
+        let schema = droppable_schema(self.schema.as_deref())?.to_owned();
         let client = self.client().await?;
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
@@ -185,19 +182,31 @@ impl PostgresStore {
     }
 }
 
+/// The schema [`PostgresStore::drop_schema`] may drop: a configured one other than `public`.
+fn droppable_schema(schema: Option<&str>) -> Result<&str> {
+    match schema {
+        Some(s) if s != "public" => Ok(s),
+        _ => Err(Error::invalid_input(
+            "drop_schema needs a store opened with its own schema (not `public`)",
+        )),
+    }
+}
+
 /// Checks a schema name so that it can be spliced into SQL and connection options safely.
 fn check_schema_name(schema: &str) -> Result<()> {
     let b = schema.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63
         && !b[0].is_ascii_digit()
+        && !schema.starts_with("pg_")
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
     if ok {
         Ok(())
     } else {
         Err(Error::invalid_input(
-            "the PostgreSQL schema name must be 1 to 63 bytes of a-z 0-9 _, not starting with a digit",
+            "the PostgreSQL schema name must be 1 to 63 bytes of a-z 0-9 _, not starting with a \
+             digit or `pg_`",
         ))
     }
 }
@@ -353,9 +362,28 @@ mod tests {
     #[test]
     fn schema_names_are_checked() {
         assert!(check_schema_name("hub_test_01").is_ok());
-        for bad in ["", "1abc", "a-b", "A", "a;drop", "a\"b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "A",
+            "a;drop",
+            "a\"b",
+            "pg_x",
+            &"a".repeat(64),
+        ] {
             assert!(check_schema_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_own_schemas_may_be_dropped() {
+        assert_eq!(
+            droppable_schema(Some("hub_test_1")).ok(),
+            Some("hub_test_1")
+        );
+        assert!(droppable_schema(Some("public")).is_err());
+        assert!(droppable_schema(None).is_err());
     }
 
     #[test]
