@@ -1011,11 +1011,16 @@ async fn idempotency_keys_return_the_same_job_even_under_races() {
 
 #[tokio::test]
 async fn per_device_seq_is_contiguous_under_concurrent_creates() {
-    with_store(StoreLimits::default(), |pg, _, _| async move {
-        let pg = Arc::new(pg);
+    with_store(StoreLimits::default(), |pg, url, schema| async move {
+        // Two "hub nodes": separate pools on the same schema.
+        let other_node = PostgresStore::connect(config(&url, &schema, StoreLimits::default()))
+            .await
+            .expect("second node");
+        let nodes = [Arc::new(pg), Arc::new(other_node)];
+        let pg = nodes[0].clone();
         let mut tasks = Vec::new();
         for task in 0..50i64 {
-            let pg = pg.clone();
+            let pg = nodes[(task % 2) as usize].clone();
             tasks.push(tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 for k in 0..10i64 {

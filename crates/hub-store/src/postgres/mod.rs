@@ -18,6 +18,15 @@
 //! Schema migrations are a versioned list compiled into the hub and applied when the store is
 //! opened, under a transaction-scoped advisory lock so that nodes starting together do not race.
 //! A database migrated by a newer hub is refused.
+//!
+//! Differences from the in-memory reference, both forced by PostgreSQL:
+//!
+//! - Aggregate sums (and so means) are added up in a different order (per hour in the rollups,
+//!   in scan order for raw points), so they may differ from the reference in the last bits;
+//!   counts, minima, maxima, first and last values are exact.
+//! - PostgreSQL text cannot hold U+0000: a display name, idempotency key or other plain string
+//!   containing it is refused as [`InvalidInput`](ErrorKind::InvalidInput) and nothing is
+//!   stored. (JSON documents are unaffected: their text escapes it.)
 
 use std::fmt;
 use std::sync::Arc;
