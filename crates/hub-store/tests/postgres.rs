@@ -195,12 +195,14 @@ async fn concurrent_first_open_of_a_fresh_schema_migrates_once() {
         .await
         .expect("version");
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
-    if let Some(Ok(s)) = stores.pop() {
+    let failures: Vec<String> = stores
+        .iter()
+        .filter_map(|s| s.as_ref().err().map(|e| format!("{e:?}")))
+        .collect();
+    if let Some(Ok(s)) = stores.into_iter().find(|s| s.is_ok()) {
         s.drop_schema().await.expect("drop");
     }
-    for s in &stores {
-        assert!(s.is_ok(), "{s:?}");
-    }
+    assert_eq!(failures, Vec::<String>::new());
     assert_eq!(versions, vec![SCHEMA_VERSION]);
 }
 
@@ -1009,11 +1011,16 @@ async fn idempotency_keys_return_the_same_job_even_under_races() {
 
 #[tokio::test]
 async fn per_device_seq_is_contiguous_under_concurrent_creates() {
-    with_store(StoreLimits::default(), |pg, _, _| async move {
-        let pg = Arc::new(pg);
+    with_store(StoreLimits::default(), |pg, url, schema| async move {
+        // Two "hub nodes": separate pools on the same schema.
+        let other_node = PostgresStore::connect(config(&url, &schema, StoreLimits::default()))
+            .await
+            .expect("second node");
+        let nodes = [Arc::new(pg), Arc::new(other_node)];
+        let pg = nodes[0].clone();
         let mut tasks = Vec::new();
         for task in 0..50i64 {
-            let pg = pg.clone();
+            let pg = nodes[(task % 2) as usize].clone();
             tasks.push(tokio::spawn(async move {
                 let mut seqs = Vec::new();
                 for k in 0..10i64 {
@@ -1348,6 +1355,9 @@ async fn aggregates_match_memory_on_both_paths() {
             Duration::from_secs(24 * 3600),
             Duration::from_secs(600),
             Duration::from_millis(7_777),
+            // Wider than all time: one bucket at the epoch, on both paths.
+            Duration::from_secs(3600 * 1_000_000_000),
+            Duration::from_secs(u64::MAX),
         ];
         for scope in &scopes {
             for &(from, to) in &ranges {
@@ -1794,6 +1804,139 @@ async fn large_batches_insert_in_one_call() {
         assert_eq!(buckets.len(), 1);
         assert_eq!(buckets[0].count, 2000);
         assert_eq!(buckets[0].sum, 20.0 * 3.0 * (0..100).sum::<i64>() as f64);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_overlapping_appends_store_each_point_once() {
+    with_store(StoreLimits::default(), |pg, _, _| async move {
+        let pg = Arc::new(pg);
+        let mut tasks = Vec::new();
+        for task in 0..8i64 {
+            let pg = pg.clone();
+            tasks.push(tokio::spawn(async move {
+                // Every task sends the same shared points (in a task-specific order, over two
+                // series) plus points of its own.
+                let mut shared: Vec<(i64, f64)> =
+                    (0..300).map(|i| (BASE + i * 20_000, i as f64)).collect();
+                if task % 2 == 1 {
+                    shared.reverse();
+                }
+                let own: Vec<(i64, f64)> = (0..50)
+                    .map(|i| (BASE + i * 20_000 + 1 + task, -(task as f64)))
+                    .collect();
+                let batch = [
+                    points("temp", "pump-1", &shared),
+                    points("rpm", "pump-1", &shared),
+                    points("temp", "pump-1", &own),
+                ];
+                pg.append(&batch).await
+            }));
+        }
+        let mut inserted = 0;
+        let mut duplicates = 0;
+        for task in tasks {
+            let out = task.await.expect("join").expect("append");
+            assert_eq!(out.inserted + out.duplicates, 650);
+            inserted += out.inserted;
+            duplicates += out.duplicates;
+        }
+        assert_eq!(inserted, 600 + 8 * 50);
+        assert_eq!(duplicates, 8 * 650 - inserted);
+        // The rollups count every stored point once, and agree with the raw points.
+        let q = AggregateQuery {
+            scope: AggregateScope::Device {
+                tenant: tn("acme"),
+                device: d("pump-1"),
+            },
+            series: sn("temp"),
+            from: t(BASE - HOUR),
+            to: t(BASE + 3 * HOUR),
+            bucket: Duration::from_secs(3600),
+        };
+        let rollup = pg.aggregate(&q).await.expect("rollup path");
+        assert_eq!(rollup.iter().map(|b| b.count).sum::<u64>(), 300 + 8 * 50);
+        let raw = pg
+            .aggregate(&AggregateQuery {
+                from: t(BASE - 1),
+                ..q
+            })
+            .await
+            .expect("raw path");
+        assert_buckets_close(&rollup, &raw, "after concurrent appends");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hour_aligned_queries_read_the_rollups() {
+    with_store(StoreLimits::default(), |pg, url, schema| async move {
+        let pts: Vec<(i64, f64)> = (0..120).map(|i| (BASE + i * 60_000, i as f64)).collect();
+        pg.append(&[points("temp", "pump-1", &pts)])
+            .await
+            .expect("append");
+        let q = AggregateQuery {
+            scope: AggregateScope::Device {
+                tenant: tn("acme"),
+                device: d("pump-1"),
+            },
+            series: sn("temp"),
+            from: t(BASE),
+            to: t(BASE + 2 * HOUR),
+            bucket: Duration::from_secs(2 * 3600),
+        };
+        let before = pg.aggregate(&q).await.expect("aggregate");
+        assert_eq!(before.len(), 1);
+        assert_eq!(
+            (
+                before[0].count,
+                before[0].min,
+                before[0].max,
+                before[0].first,
+                before[0].last
+            ),
+            (120, 0.0, 119.0, 0.0, 119.0)
+        );
+        assert_eq!(before[0].sum, (0..120).sum::<i64>() as f64);
+        // Remove the raw points behind the store's back: the hour-aligned query still answers
+        // from the rollups, a query that is not hour-aligned reads the (now missing) points.
+        let raw = raw_client(&url, &schema).await;
+        raw.execute("DELETE FROM points", &[])
+            .await
+            .expect("delete points");
+        assert_eq!(pg.aggregate(&q).await.expect("rollup path"), before);
+        let unaligned = AggregateQuery {
+            to: t(BASE + 2 * HOUR - 1),
+            ..q.clone()
+        };
+        assert_eq!(pg.aggregate(&unaligned).await.expect("raw path"), vec![]);
+        let minutes = AggregateQuery {
+            bucket: Duration::from_secs(60),
+            ..q
+        };
+        assert_eq!(pg.aggregate(&minutes).await.expect("raw path"), vec![]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_invalid_input_and_stores_nothing() {
+    with_store(StoreLimits::default(), |pg, _, _| async move {
+        // PostgreSQL text cannot hold U+0000; the in-memory store would keep it. The backend
+        // refuses it as bad input instead of failing internally.
+        let err = pg
+            .create_tenant(&tn("acme"), "Ac\u{0}me", t(1))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(pg.get_group(&g("acme")).await.expect("get"), None);
+        let mut job = new_job("pump-1", 10, Some("key\u{0}"));
+        let err = pg.create_job(job.clone()).await.expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        job.idempotency_key = None;
+        let created = pg.create_job(job).await.expect("create");
+        assert_eq!(created.job.seq, 1, "the refused job consumed no seq");
     })
     .await;
 }

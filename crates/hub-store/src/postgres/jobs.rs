@@ -9,10 +9,9 @@ use hub_core::{
     BoxFuture, BulkJobId, DeviceId, Error, GroupPath, JobId, JobState, Result, TenantId, Timestamp,
 };
 
-use super::registry::parse_cursor;
 use super::{
-    PostgresStore, below_pattern, col, corrupt, db_error, execute, json_text, parse_json, query,
-    query_opt, to_i64, to_u64, ts,
+    PostgresStore, below_pattern, col, corrupt, db_error, execute, json_text, parse_cursor,
+    parse_json, query, query_opt, to_i64, to_u64, ts,
 };
 use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
 use crate::{Page, PageRequest, validate};

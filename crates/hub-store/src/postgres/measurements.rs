@@ -6,8 +6,7 @@ use tokio_postgres::types::ToSql;
 
 use hub_core::{BoxFuture, DeviceId, Error, Result, TenantId, Timestamp};
 
-use super::registry::parse_cursor;
-use super::{PostgresStore, below_pattern, col, corrupt, db_error, query, to_u64};
+use super::{PostgresStore, below_pattern, col, corrupt, db_error, parse_cursor, query, to_u64};
 use crate::measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, HOUR_MS, MeasurementStore, Point,
     SeriesName, SeriesPoints, bucket_start,
@@ -206,6 +205,8 @@ impl MeasurementStore for PostgresStore {
             let hourly = width % HOUR_MS == 0
                 && from.rem_euclid(HOUR_MS) == 0
                 && to.rem_euclid(HOUR_MS) == 0;
+            // Stored times are never negative, so `t - t % width` is the epoch-aligned bucket
+            // start and cannot overflow, even for the widest bucket.
             // $1 tenant, $2 device or group, $3 series, $4 width, $5 from, $6 to, and for a
             // subtree $7 the pattern of the groups below it.
             let (tenant, who, pattern, scope) = match &query_.scope {
@@ -221,7 +222,7 @@ impl MeasurementStore for PostgresStore {
             };
             let sql = if hourly {
                 format!(
-                    "SELECT hour - (((hour % $4) + $4) % $4) AS bucket, \
+                    "SELECT hour - hour % $4 AS bucket, \
                      sum(count)::BIGINT AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total, \
                      min(ARRAY[first_ts::FLOAT8, first_value]) AS f, \
                      max(ARRAY[last_ts::FLOAT8, last_value]) AS l \
@@ -230,7 +231,7 @@ impl MeasurementStore for PostgresStore {
                 )
             } else {
                 format!(
-                    "SELECT ts - (((ts % $4) + $4) % $4) AS bucket, \
+                    "SELECT ts - ts % $4 AS bucket, \
                      count(*) AS n, min(value) AS lo, max(value) AS hi, sum(value) AS total, \
                      min(ARRAY[ts::FLOAT8, value]) AS f, max(ARRAY[ts::FLOAT8, value]) AS l \
                      FROM points WHERE series_id IN ({scope}) AND ts >= $5 AND ts < $6 \

@@ -18,6 +18,15 @@
 //! Schema migrations are a versioned list compiled into the hub and applied when the store is
 //! opened, under a transaction-scoped advisory lock so that nodes starting together do not race.
 //! A database migrated by a newer hub is refused.
+//!
+//! Differences from the in-memory reference, both forced by PostgreSQL:
+//!
+//! - Aggregate sums (and so means) are added up in a different order (per hour in the rollups,
+//!   in scan order for raw points), so they may differ from the reference in the last bits;
+//!   counts, minima, maxima, first and last values are exact.
+//! - PostgreSQL text cannot hold U+0000: a display name, idempotency key or other plain string
+//!   containing it is refused as [`InvalidInput`](ErrorKind::InvalidInput) and nothing is
+//!   stored. (JSON documents are unaffected: their text escapes it.)
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +39,7 @@ use tokio_postgres::{NoTls, Row};
 
 use hub_core::{Error, ErrorKind, GroupPath, Result};
 
-use crate::{StoreLimits, Stores};
+use crate::{StoreLimits, Stores, bad_cursor};
 
 mod jobs;
 mod measurements;
@@ -48,7 +57,8 @@ pub struct PostgresConfig {
     pub url: String,
     /// The schema to keep the tables in, created if missing; `None` uses the server's default
     /// search path (usually `public`). One database can host several hubs, or test runs, side by
-    /// side this way. Must be 1 to 63 bytes of `a-z 0-9 _`, not starting with a digit.
+    /// side this way. Must be 1 to 63 bytes of `a-z 0-9 _`, not starting with a digit or `pg_`
+    /// (it is spliced into SQL and connection options, so the alphabet rules out injection).
     pub schema: Option<String>,
     /// The most connections this node keeps open (at least 1; 0 counts as 1). Concurrent store
     /// calls beyond it wait for a free connection.
@@ -160,13 +170,9 @@ impl PostgresStore {
 
     /// Drops the configured schema with everything in it, and closes the pool. For tests and
     /// tear-down scripts that gave each run its own schema; refused without a configured schema,
-    /// so that it can never drop `public`.
+    /// or with `public`, so that it can never drop the default schema.
     pub async fn drop_schema(self) -> Result<()> {
-        let Some(schema) = self.schema.clone() else {
-            return Err(Error::invalid_input(
-                "drop_schema needs a store opened with its own schema",
-            ));
-        };
+        let schema = droppable_schema(self.schema.as_deref())?.to_owned();
         let client = self.client().await?;
         client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
@@ -185,19 +191,31 @@ impl PostgresStore {
     }
 }
 
+/// The schema [`PostgresStore::drop_schema`] may drop: a configured one other than `public`.
+fn droppable_schema(schema: Option<&str>) -> Result<&str> {
+    match schema {
+        Some(s) if s != "public" => Ok(s),
+        _ => Err(Error::invalid_input(
+            "drop_schema needs a store opened with its own schema (not `public`)",
+        )),
+    }
+}
+
 /// Checks a schema name so that it can be spliced into SQL and connection options safely.
 fn check_schema_name(schema: &str) -> Result<()> {
     let b = schema.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63
         && !b[0].is_ascii_digit()
+        && !schema.starts_with("pg_")
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
     if ok {
         Ok(())
     } else {
         Err(Error::invalid_input(
-            "the PostgreSQL schema name must be 1 to 63 bytes of a-z 0-9 _, not starting with a digit",
+            "the PostgreSQL schema name must be 1 to 63 bytes of a-z 0-9 _, not starting with a \
+             digit or `pg_`",
         ))
     }
 }
@@ -226,7 +244,9 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
             ErrorKind::InvalidInput
         }
         Some(_) => ErrorKind::Internal,
-        None => ErrorKind::Unavailable,
+        // No SQLSTATE: the connection broke (closed, I/O) or the client refused the call.
+        None if e.is_closed() || io_source(&e) => ErrorKind::Unavailable,
+        None => ErrorKind::Internal,
     };
     match kind {
         ErrorKind::Conflict => Error::conflict("the record already exists").with_source(e),
@@ -239,6 +259,18 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
         }
         _ => Error::internal(e),
     }
+}
+
+/// Whether an I/O error lies behind `e` (a lost or refused connection).
+fn io_source(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Whether `e` is a foreign-key violation (a referenced group vanished under a racing write).
@@ -299,6 +331,14 @@ pub(crate) fn below_pattern(root: &GroupPath) -> String {
     p
 }
 
+/// Parses a page cursor this backend produced.
+pub(crate) fn parse_cursor<T: std::str::FromStr>(after: &Option<String>) -> Result<Option<T>> {
+    after
+        .as_deref()
+        .map(|c| c.parse().map_err(|_| bad_cursor()))
+        .transpose()
+}
+
 /// A `u64` counter as stored (`BIGINT`); counters never come near `i64::MAX`.
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -331,9 +371,28 @@ mod tests {
     #[test]
     fn schema_names_are_checked() {
         assert!(check_schema_name("hub_test_01").is_ok());
-        for bad in ["", "1abc", "a-b", "A", "a;drop", "a\"b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "A",
+            "a;drop",
+            "a\"b",
+            "pg_x",
+            &"a".repeat(64),
+        ] {
             assert!(check_schema_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_own_schemas_may_be_dropped() {
+        assert_eq!(
+            droppable_schema(Some("hub_test_1")).ok(),
+            Some("hub_test_1")
+        );
+        assert!(droppable_schema(Some("public")).is_err());
+        assert!(droppable_schema(None).is_err());
     }
 
     #[test]

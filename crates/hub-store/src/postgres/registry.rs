@@ -6,11 +6,11 @@ use hub_core::{BoxFuture, DeviceId, Error, GroupPath, Result, TenantId, Timestam
 
 use super::{
     PostgresStore, below_pattern, col, corrupt, db_error, execute, is_foreign_key_violation,
-    json_text, parse_json, query, query_opt, to_i64, to_u64, ts,
+    json_text, parse_cursor, parse_json, query, query_opt, to_i64, to_u64, ts,
 };
 use crate::credentials::{AccessKeyRecord, CredentialStore};
 use crate::registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
-use crate::{Page, PageRequest, bad_cursor, validate};
+use crate::{Page, PageRequest, validate};
 
 const GROUP_COLS: &str = "path, display_name, created_at, updated_at";
 const DEVICE_COLS: &str =
@@ -452,14 +452,6 @@ impl RegistryStore for PostgresStore {
             Ok(Page::from_overfetch(items, limit, |d| d.id.to_string()))
         })
     }
-}
-
-/// Parses a page cursor this backend produced.
-pub(super) fn parse_cursor<T: std::str::FromStr>(after: &Option<String>) -> Result<Option<T>> {
-    after
-        .as_deref()
-        .map(|c| c.parse().map_err(|_| bad_cursor()))
-        .transpose()
 }
 
 impl CredentialStore for PostgresStore {

@@ -155,10 +155,18 @@ pub(super) async fn migrate(
         .await
         .map_err(db_error)?;
     if let Some(schema) = schema {
-        // The name was checked to be [a-z0-9_] by the caller.
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        // Creating needs the CREATE privilege on the database: only ask for it when the schema
+        // is really missing. The name was checked to be [a-z0-9_] by the caller.
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .is_some();
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+                .await
+                .map_err(db_error)?;
+        }
     }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .await
