@@ -48,7 +48,7 @@ mod broken {
 
     /// The bug to inject.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Bug {
+    pub(crate) enum Bug {
         /// `update_device` ignores the expected version.
         DeviceVersionIgnored,
         /// `list_devices` ignores the life-cycle filter.
@@ -68,12 +68,12 @@ mod broken {
     }
 
     #[derive(Debug)]
-    pub struct Broken {
+    pub(crate) struct Broken {
         inner: MemoryStore,
         bug: Bug,
     }
 
-    pub fn stores(bug: Bug) -> Stores {
+    pub(crate) fn stores(bug: Bug) -> Stores {
         let me = std::sync::Arc::new(Broken {
             inner: MemoryStore::new(StoreLimits::default()),
             bug,

@@ -7,19 +7,21 @@
 //! specification; each [`Check`] turns part of it into assertions that fail with a message
 //! naming what was expected and what the backend did.
 //!
-//! The kit has four parts:
+//! The kit has three parts:
 //!
 //! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`): fixed
 //!   scenarios with hand-computed answers, including the traps backends fall into (string
-//!   prefixes instead of whole group segments, hourly rollups that double count a duplicate,
-//!   half-stored batches, leases that never lapse).
+//!   prefixes instead of whole group segments, hourly rollups that double count a duplicate or
+//!   align buckets to the query instead of the epoch, half-stored batches, leases that never
+//!   lapse, queues ordered by id instead of creation order).
 //! - **Concurrency checks** (`concurrency_*`): many tokio tasks racing on one job, one queue, one
 //!   idempotency key, one batch of points. They need a multi-thread runtime to race for real.
 //! - **The model check** (`model_random_operations`): 64 deterministic random sequences of
 //!   operations over small id alphabets (so that collisions happen) are applied both to the
 //!   backend and to a fresh [`MemoryStore`](crate::memory::MemoryStore), and every answer is
 //!   compared: `Ok` values field by field (sums and means with a float tolerance), errors by
-//!   [`ErrorKind`](hub_core::ErrorKind).
+//!   [`ErrorKind`]. Where the specification leaves an order open (jobs due at the same
+//!   time) the comparison does too.
 //!
 //! ## Running it on your backend
 //!
@@ -71,6 +73,18 @@
 //! (check.run)(factory).await;
 //! # });
 //! ```
+//!
+//! ## What the kit expects that the trait documentation only implies
+//!
+//! - Listings are ordered by the Rust `Ord` of their key: group paths and device ids in **byte
+//!   order** (`"Valve-3" < "a.meter"`, `"acme/plant-1-b" < "acme/plant-1/x"`). In PostgreSQL
+//!   that means `COLLATE "C"` on those columns.
+//! - A page that carries a `next` cursor is not empty; the kit accepts a final empty page.
+//! - Unknown access-key prefixes in `set_access_key_expiry` and `revoke_access_key` are
+//!   [`NotFound`](ErrorKind::NotFound), as in the reference model. Where the kind of a refusal is
+//!   not specified (deleting a tenant's root group, moving a device to another tenant) the
+//!   contract checks accept any error; the model check compares kinds with the reference.
+//! - Values read back are bit-exact `f64`s (`0.1`, `1/3`, `-1e300`, `1e-300`, `f64::MAX`).
 //!
 //! The kit never measures time; it finishes in a few seconds on the memory backend (debug build)
 //! and issues a few thousand store calls in all, so a networked backend finishes well under a

@@ -51,7 +51,8 @@ const LIFECYCLES: [Lifecycle; 4] = [
 /// Aggregate bucket widths, ms: hour multiples (rollups) and others.
 const BUCKETS: [u64; 6] = [60_000, 900_000, 3_600_000, 7_200_000, 86_400_000, 7_000];
 
-/// One series of an append: tenant, device, series, "poison the last point with NaN" when 7,
+/// One series of an append: tenant, device, series, "poison the last point with NaN" when 7
+/// (of 0..16),
 /// and the points (time step, one millisecond later, value in halves).
 type AppendEntry = (u8, u8, u8, u8, Vec<(u8, bool, i8)>);
 
@@ -188,7 +189,7 @@ fn registry_op() -> impl Strategy<Value = Op> {
         3 => (0..2u8, 0..5u8, 0..3u8, 0..4u8).prop_map(|(t, g, d, attrs)| Op::CreateDevice { t, g, d, attrs }),
         2 => (0..2u8, 0..3u8, proptest::option::of(0..4u8), proptest::option::of(0..4u8), proptest::option::of(1..4u64))
             .prop_map(|(t, d, lifecycle, attrs, expected)| Op::UpdateDevice { t, d, lifecycle, attrs, expected }),
-        1 => (0..2u8, 0..3u8, 0..2u8, 0..5u8).prop_map(|(t, d, to_t, to_g)| Op::MoveDevice { t, d, to_t, to_g }),
+        1 => (0..2u8, 0..3u8, prop::bool::weighted(0.2), 0..5u8).prop_map(|(t, d, across, to_g)| Op::MoveDevice { t, d, to_t: if across { 1 - t } else { t }, to_g }),
         1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::DeleteDevice(t, d)),
         1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::GetDevice(t, d)),
         1 => (0..2u8, 0..5u8, proptest::option::of(0..4u8), 0..4u32).prop_map(|(t, g, lifecycle, limit)| Op::ListDevices { t, g, lifecycle, limit }),
@@ -211,35 +212,35 @@ fn job_op() -> impl Strategy<Value = Op> {
         1 => (0..8u8, 1..5u32).prop_map(|(at, limit)| Op::DueJobs { at, limit }),
         2 => (0..2u8, 0..5u8, proptest::option::of(0..3u8), proptest::collection::vec(0..6u8, 0..3), any::<bool>(), 0..4u32)
             .prop_map(|(t, g, d, states, bulk, limit)| Op::ListJobs { t, g, d, states, bulk, limit }),
-        1 => (0..2u8, 0..3u8, 0..2u8, 0..8u8).prop_map(|(t, d, holder, until)| Op::Acquire { t, d, holder, until }),
-        1 => (0..2u8, 0..3u8, 0..2u8).prop_map(|(t, d, holder)| Op::Release { t, d, holder }),
-        1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::GetControl { t, d }),
+        2 => (0..2u8, 0..2u8, 0..2u8, 0..8u8).prop_map(|(t, d, holder, until)| Op::Acquire { t, d, holder, until }),
+        1 => (0..2u8, 0..2u8, 0..2u8).prop_map(|(t, d, holder)| Op::Release { t, d, holder }),
+        1 => (0..2u8, 0..2u8).prop_map(|(t, d)| Op::GetControl { t, d }),
     ]
 }
 
 fn credential_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (0..4u8, 0..2u8, 0..3u8).prop_map(|(prefix, t, d)| Op::PutKey { prefix, t, d }),
-        1 => (0..4u8).prop_map(Op::RevokeKey),
-        1 => (0..4u8, proptest::option::of(0..8u8)).prop_map(|(p, e)| Op::SetExpiry(p, e)),
+        2 => (0..3u8, 0..2u8, 0..3u8).prop_map(|(prefix, t, d)| Op::PutKey { prefix, t, d }),
+        1 => (0..2u8).prop_map(Op::RevokeKey),
+        1 => (0..2u8, proptest::option::of(0..8u8)).prop_map(|(p, e)| Op::SetExpiry(p, e)),
         1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::ListKeys(t, d)),
-        1 => (0..4u8).prop_map(Op::FindKey),
+        1 => (0..3u8).prop_map(Op::FindKey),
     ]
 }
 
 fn measurement_op() -> impl Strategy<Value = Op> {
     let series_points = (
         0..2u8,
-        0..3u8,
         0..2u8,
-        0..8u8,
+        0..2u8,
+        0..16u8,
         proptest::collection::vec((0..48u8, any::<bool>(), -8..8i8), 0..12),
     );
     prop_oneof![
         4 => proptest::collection::vec(series_points, 1..4).prop_map(Op::Append),
-        2 => (0..2u8, 0..3u8, 0..2u8, 0..14u8, 0..14u8, 0..4u32).prop_map(|(t, d, s, from, to, limit)| Op::ReadRange { t, d, s, from, to, limit }),
+        2 => (0..2u8, 0..3u8, 0..2u8, 0..14u8, 0..14u8, 0..4u32).prop_map(|(t, d, s, from, len, limit)| Op::ReadRange { t, d, s, from, to: from + len, limit }),
         4 => (any::<bool>(), 0..2u8, 0..5u8, 0..2u8, 0..14u8, 0..14u8, 0..6u8)
-            .prop_map(|(subtree, t, x, s, from, to, bucket)| Op::Aggregate { subtree, t, x, s, from, to, bucket }),
+            .prop_map(|(subtree, t, x, s, from, len, bucket)| Op::Aggregate { subtree, t, x, s, from, to: from + len, bucket }),
         1 => (0..14u8).prop_map(Op::DeleteBefore),
         1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::ListSeries(t, d)),
     ]
@@ -287,7 +288,7 @@ fn point_ts(step: u8, jitter: bool) -> i64 {
     T0 + i64::from(step) * 450_000 + i64::from(jitter)
 }
 
-/// A range bound: half hours from an hour before the window.
+/// A range bound: half hours from an hour before the window (`from + len` may reach 26).
 fn bound(b: u8) -> i64 {
     T0 - HOUR_MS + i64::from(b) * 1_800_000
 }
@@ -791,6 +792,18 @@ fn cases() -> Vec<Vec<Op>> {
         due: Some(2 * k),
         bulk: k % 2 == 0,
     });
+    // Points in both tenants, so that aggregates have data to get wrong.
+    let points = Op::Append(
+        [(0, 0, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1)]
+            .into_iter()
+            .map(|(t, d, s)| {
+                let pts = (0..12u8)
+                    .map(|k| (k * 4 + t + d, k % 3 == 0, (k as i8 % 7) - 3))
+                    .collect();
+                (t, d, s, 0, pts)
+            })
+            .collect(),
+    );
     (0..CASES)
         .map(|_| {
             let ops = strategy
@@ -801,6 +814,7 @@ fn cases() -> Vec<Vec<Op>> {
                 .iter()
                 .cloned()
                 .chain(jobs.clone())
+                .chain([points.clone()])
                 .chain(ops)
                 .collect()
         })
