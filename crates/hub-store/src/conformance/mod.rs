@@ -179,6 +179,8 @@ pub fn checks() -> Vec<Check> {
         check!("concurrency_seq", concurrency::seq),
         check!("concurrency_idempotency", concurrency::idempotency),
         check!("concurrency_append", concurrency::append),
+        check!("concurrency_registry", concurrency::registry),
+        check!("concurrency_control", concurrency::control),
         check!("measurements_append", measurements::append),
         check!("measurements_read_range", measurements::read_range),
         check!("measurements_aggregate", measurements::aggregate),
