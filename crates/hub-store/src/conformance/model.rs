@@ -5,6 +5,7 @@
 //! backend) sees the same 64 sequences; there is no shrinking, but a failure prints the case
 //! number and the operations up to the failing one.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 
 use hub_core::{BulkJobId, DeviceId, GroupPath, JobId, JobState, Result, TenantId, Timestamp};
@@ -363,14 +364,68 @@ where
     panic!("a listing does not end");
 }
 
-/// Applies `op` to both, comparing the answers. `jobs` collects created jobs (for updates).
+/// The jobs created so far, and the backend's seqs.
+///
+/// A backend may number jobs as it likes as long as the numbers increase per device in creation
+/// order and never change, so records are compared with `seq` set aside after checking that.
+#[derive(Default)]
+struct Jobs {
+    /// Created jobs (for updates and reads).
+    created: Vec<(TenantId, JobId)>,
+    /// The backend's seq of each created job.
+    seq: HashMap<JobId, u64>,
+    /// The backend's latest seq per device.
+    last: HashMap<(TenantId, DeviceId), u64>,
+}
+
+impl Jobs {
+    /// Notes a job the backend just created, checking its seq.
+    fn record(&mut self, job: &JobRecord, what: &str) {
+        let key = (job.tenant.clone(), job.device.clone());
+        if let Some(&last) = self.last.get(&key) {
+            assert!(
+                job.seq > last,
+                "{what}: seq {} of a new job of device {} is not above the previous job's {last}",
+                job.seq,
+                job.device
+            );
+        }
+        self.last.insert(key, job.seq);
+        self.seq.insert(job.id, job.seq);
+    }
+
+    /// A backend record with its seq checked and set aside.
+    fn sut(&self, mut job: JobRecord, what: &str) -> JobRecord {
+        if let Some(&seq) = self.seq.get(&job.id) {
+            assert_eq!(job.seq, seq, "{what}: the seq of job {} changed", job.id);
+        }
+        job.seq = 0;
+        job
+    }
+
+    /// A reference record with its seq set aside.
+    fn model(mut job: JobRecord) -> JobRecord {
+        job.seq = 0;
+        job
+    }
+
+    fn suts(&self, jobs: Vec<JobRecord>, what: &str) -> Vec<JobRecord> {
+        jobs.into_iter().map(|j| self.sut(j, what)).collect()
+    }
+
+    fn models(jobs: Vec<JobRecord>) -> Vec<JobRecord> {
+        jobs.into_iter().map(Self::model).collect()
+    }
+}
+
+/// Applies `op` to both, comparing the answers.
 async fn step(
     op: &Op,
     sut: &Stores,
     model: &Stores,
     now: i64,
     n: u64,
-    jobs: &mut Vec<(TenantId, JobId)>,
+    jobs: &mut Jobs,
     what: &str,
 ) {
     macro_rules! both {
@@ -494,10 +549,23 @@ async fn step(
                 due_at: due.map(due_of),
             };
             let (g, w) = both!(|s| s.jobs.create_job(nj.clone()));
+            if let Ok(out) = &g
+                && out.created
+            {
+                jobs.record(&out.job, what);
+            }
+            let g = g.map(|mut o| {
+                o.job = jobs.sut(o.job, what);
+                o
+            });
+            let w = w.map(|mut o| {
+                o.job = Jobs::model(o.job);
+                o
+            });
             if let Some(out) = same(g, w, what)
                 && out.created
             {
-                jobs.push((out.job.tenant.clone(), out.job.id));
+                jobs.created.push((out.job.tenant.clone(), out.job.id));
             }
         }
         Op::UpdateJob {
@@ -508,10 +576,10 @@ async fn step(
             stale,
             result,
         } => {
-            if jobs.is_empty() {
+            if jobs.created.is_empty() {
                 return;
             }
-            let (tenant, id) = jobs[*job as usize % jobs.len()].clone();
+            let (tenant, id) = jobs.created[*job as usize % jobs.created.len()].clone();
             let current = model
                 .jobs
                 .get_job(&tenant, &id)
@@ -532,16 +600,20 @@ async fn step(
             }
             let expected = stale.unwrap_or(current.version);
             let (g, w) = both!(|s| s.jobs.update_job(&next, expected));
-            same(g, w, what);
+            same(g.map(|j| jobs.sut(j, what)), w.map(Jobs::model), what);
         }
         Op::GetJob { job, t } => {
-            let id = if jobs.is_empty() {
+            let id = if jobs.created.is_empty() {
                 job_id(T0, 0)
             } else {
-                jobs[*job as usize % jobs.len()].1
+                jobs.created[*job as usize % jobs.created.len()].1
             };
             let (g, w) = both!(|s| s.jobs.get_job(&tenant_of(*t), &id));
-            same(g, w, what);
+            same(
+                g.map(|o| o.map(|j| jobs.sut(j, what))),
+                w.map(|o| o.map(Jobs::model)),
+                what,
+            );
         }
         Op::QueueHead { t, d, lane, n } => {
             let (g, w) = both!(|s| s.jobs.queue_head(
@@ -550,7 +622,7 @@ async fn step(
                 LANES[*lane as usize % 2],
                 *n
             ));
-            same(g, w, what);
+            same(g.map(|v| jobs.suts(v, what)), w.map(Jobs::models), what);
         }
         Op::DueJobs { at, limit } => {
             let (g, w) = both!(|s| s.jobs.due_jobs(due_of(*at), 1000));
@@ -564,7 +636,11 @@ async fn step(
                 v.sort_by_key(|j| (j.due_at, j.id));
                 v
             };
-            same(g.map(sort), w.map(sort), what);
+            same(
+                g.map(sort).map(|v| jobs.suts(v, what)),
+                w.map(sort).map(Jobs::models),
+                what,
+            );
             let (g, w) = both!(|s| s.jobs.due_jobs(due_of(*at), *limit));
             let dues = |v: Vec<JobRecord>| v.into_iter().map(|j| j.due_at).collect::<Vec<_>>();
             same(
@@ -591,7 +667,7 @@ async fn step(
                 bulk: bulk.then(|| BulkJobId::from_parts(ts(T0), [d.unwrap_or(0); 10])),
             };
             let (g, w) = both!(|s| collect(*limit, |p| s.jobs.list_jobs(&root, &filter, p)));
-            same(g, w, what);
+            same(g.map(|v| jobs.suts(v, what)), w.map(Jobs::models), what);
             let (g, w) = both!(|s| s.jobs.count_jobs(&root, &filter));
             same(g, w, &format!("{what}, count_jobs"));
         }
@@ -827,7 +903,7 @@ pub(super) async fn random_operations(factory: StoresFactory) {
     for (case, ops) in cases().into_iter().enumerate() {
         let sut = factory().await;
         let model = MemoryStore::new(StoreLimits::default()).into_stores();
-        let mut jobs = Vec::new();
+        let mut jobs = Jobs::default();
         for (i, op) in ops.iter().enumerate() {
             let now = T0 + 1000 * (i as i64 + 1);
             let what = format!("model case {case}, operation {i}: {op:?}");
