@@ -29,7 +29,10 @@
 //! [`Stores`] for one check (a new database file, a new PostgreSQL schema, ...). Each check
 //! calls it at least once; the model check calls it once per generated case. The stores must be
 //! built with [`StoreLimits::default()`](crate::StoreLimits) ([`expected_limits`]), because the
-//! checks probe the limits (attribute size, points per append, bucket count).
+//! checks probe the limits (attribute size, points per append, bucket count). The factory is
+//! called about a hundred times in a run, so keep it cheap for a networked backend (a schema
+//! cloned from a migrated template, or truncating the tables, rather than running every
+//! migration again).
 //!
 //! [`run_all`] runs every check in its own tokio task (so a panicking check is reported and the
 //! others still run), prints one line per check to stderr and panics at the end, naming every
@@ -79,7 +82,10 @@
 //! - Listings are ordered by the Rust `Ord` of their key: group paths and device ids in **byte
 //!   order** (`"Valve-3" < "a.meter"`, `"acme/plant-1-b" < "acme/plant-1/x"`). In PostgreSQL
 //!   that means `COLLATE "C"` on those columns.
-//! - A page that carries a `next` cursor is not empty; the kit accepts a final empty page.
+//! - A page that carries a `next` cursor is not empty, and a page with fewer items than asked
+//!   for has no `next` cursor; a full last page may still carry one (the kit accepts a final
+//!   empty page).
+//! - A new device is at version 1, like a new job.
 //! - Unknown access-key prefixes in `set_access_key_expiry` and `revoke_access_key` are
 //!   [`NotFound`](ErrorKind::NotFound), as in the reference model. Where the kind of a refusal is
 //!   not specified (deleting a tenant's root group, moving a device to another tenant) the
