@@ -91,10 +91,12 @@
 //!   not specified (deleting a tenant's root group, moving a device to another tenant) the
 //!   contract checks accept any error; the model check compares kinds with the reference.
 //! - Values read back are bit-exact `f64`s (`0.1`, `1/3`, `-1e300`, `1e-300`, `f64::MAX`).
+//! - Job `seq` values are the backend's own: the kit checks only that they increase per device
+//!   in creation order and never change (sparse numbers from a global sequence are fine).
 //!
-//! The kit never measures time; it finishes in a few seconds on the memory backend (debug build)
-//! and issues a few thousand store calls in all, so a networked backend finishes well under a
-//! minute.
+//! The kit never measures time. It takes under a second on the memory backend (debug build)
+//! and issues roughly ten thousand store calls in all, most of them small, so a networked
+//! backend on a nearby database finishes well under a minute.
 
 use std::any::Any;
 use std::fmt::Debug;
