@@ -95,7 +95,7 @@
 //!   in creation order and never change (sparse numbers from a global sequence are fine).
 //!
 //! The kit never measures time. It takes under a second on the memory backend (debug build)
-//! and issues roughly ten thousand store calls in all, most of them small, so a networked
+//! and makes about six thousand store calls in all, most of them small, so a networked
 //! backend on a nearby database finishes well under a minute.
 
 use std::any::Any;
