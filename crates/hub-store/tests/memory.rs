@@ -48,7 +48,7 @@ mod broken {
 
     /// The bug to inject.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Bug {
+    pub(crate) enum Bug {
         /// `update_device` ignores the expected version.
         DeviceVersionIgnored,
         /// `list_devices` ignores the life-cycle filter.
@@ -65,15 +65,19 @@ mod broken {
         SumDrift,
         /// `list_groups` drops the subtree root.
         GroupRootMissing,
+        /// Job seqs count down: later jobs get smaller numbers.
+        SeqDecreasing,
+        /// Not a bug: job seqs are sparse and start high (as from a global sequence).
+        SeqSparse,
     }
 
     #[derive(Debug)]
-    pub struct Broken {
+    pub(crate) struct Broken {
         inner: MemoryStore,
         bug: Bug,
     }
 
-    pub fn stores(bug: Bug) -> Stores {
+    pub(crate) fn stores(bug: Bug) -> Stores {
         let me = std::sync::Arc::new(Broken {
             inner: MemoryStore::new(StoreLimits::default()),
             bug,
@@ -213,26 +217,47 @@ mod broken {
         }
     }
 
+    impl Broken {
+        fn seq(&self, mut job: JobRecord) -> JobRecord {
+            job.seq = match self.bug {
+                Bug::SeqDecreasing => 1_000_000 - job.seq,
+                Bug::SeqSparse => 1_000_000 + job.seq * 37,
+                _ => job.seq,
+            };
+            job
+        }
+
+        fn seqs(&self, jobs: Vec<JobRecord>) -> Vec<JobRecord> {
+            jobs.into_iter().map(|j| self.seq(j)).collect()
+        }
+    }
+
     impl JobStore for Broken {
         fn create_job<'a>(&'a self, mut job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
             if self.bug == Bug::IdempotencyKeyDropped {
                 job.idempotency_key = None;
             }
-            self.inner.create_job(job)
+            Box::pin(async move {
+                let mut out = self.inner.create_job(job).await?;
+                out.job = self.seq(out.job);
+                Ok(out)
+            })
         }
         fn get_job<'a>(
             &'a self,
             tenant: &'a TenantId,
             id: &'a JobId,
         ) -> BoxFuture<'a, Result<Option<JobRecord>>> {
-            self.inner.get_job(tenant, id)
+            Box::pin(async move { Ok(self.inner.get_job(tenant, id).await?.map(|j| self.seq(j))) })
         }
         fn update_job<'a>(
             &'a self,
             job: &'a JobRecord,
             expected_version: u64,
         ) -> BoxFuture<'a, Result<JobRecord>> {
-            self.inner.update_job(job, expected_version)
+            Box::pin(
+                async move { Ok(self.seq(self.inner.update_job(job, expected_version).await?)) },
+            )
         }
         fn queue_head<'a>(
             &'a self,
@@ -245,14 +270,16 @@ mod broken {
                 Bug::QueueHeadOffByOne => n + 1,
                 _ => n,
             };
-            self.inner.queue_head(tenant, device, lane, n)
+            Box::pin(
+                async move { Ok(self.seqs(self.inner.queue_head(tenant, device, lane, n).await?)) },
+            )
         }
         fn due_jobs<'a>(
             &'a self,
             at: Timestamp,
             limit: u32,
         ) -> BoxFuture<'a, Result<Vec<JobRecord>>> {
-            self.inner.due_jobs(at, limit)
+            Box::pin(async move { Ok(self.seqs(self.inner.due_jobs(at, limit).await?)) })
         }
         fn list_jobs<'a>(
             &'a self,
@@ -260,7 +287,13 @@ mod broken {
             filter: &'a JobFilter,
             page: PageRequest,
         ) -> BoxFuture<'a, Result<Page<JobRecord>>> {
-            self.inner.list_jobs(root, filter, page)
+            Box::pin(async move {
+                let page = self.inner.list_jobs(root, filter, page).await?;
+                Ok(Page {
+                    items: self.seqs(page.items),
+                    next: page.next,
+                })
+            })
         }
         fn count_jobs<'a>(
             &'a self,
@@ -349,7 +382,8 @@ mod broken {
     }
 }
 
-const BUGS: [broken::Bug; 8] = [
+const BUGS: [broken::Bug; 9] = [
+    broken::Bug::SeqDecreasing,
     broken::Bug::DeviceVersionIgnored,
     broken::Bug::LifecycleFilterIgnored,
     broken::Bug::QueueHeadOffByOne,
@@ -394,6 +428,9 @@ async fn contract_checks_catch_injected_bugs() {
         (SumDrift, "measurements_aggregate"),
         (SumDrift, "measurements_rollups"),
         (GroupRootMissing, "registry_list_groups"),
+        (SeqDecreasing, "jobs_create"),
+        (SeqDecreasing, "jobs_queue_head"),
+        (SeqDecreasing, "concurrency_seq"),
     ] {
         assert!(fails(check, bug).await, "{check} did not notice {bug:?}");
     }
@@ -417,4 +454,11 @@ async fn run_all_reports_failed_checks() {
         !message.contains("registry_devices"),
         "run_all lists only the failed checks: {message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_kit_is_no_stricter_than_the_contract() {
+    // Sparse seqs that start high are allowed: only their order is specified.
+    let factory = conformance::factory(|| async { broken::stores(broken::Bug::SeqSparse) });
+    conformance::run_all(factory).await;
 }

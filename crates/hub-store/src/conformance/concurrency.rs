@@ -307,3 +307,158 @@ pub(super) async fn append(factory: StoresFactory) {
         "the hourly rollup sums each point once"
     );
 }
+
+/// Counts the successes of racing calls; every failure must be of `kind`.
+fn winners<T>(results: Vec<hub_core::Result<T>>, kind: ErrorKind, what: &str) -> Vec<T> {
+    let mut won = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => won.push(v),
+            Err(e) => assert_eq!(
+                e.kind(),
+                kind,
+                "{what}: a losing call must fail with {kind:?}, got {:?}: {e}",
+                e.kind()
+            ),
+        }
+    }
+    won
+}
+
+pub(super) async fn registry(factory: StoresFactory) {
+    let reg = factory().await.registry;
+    let mut set = JoinSet::new();
+    for _ in 0..RACERS {
+        let reg = reg.clone();
+        set.spawn(async move { reg.create_tenant(&tenant("acme"), "ACME", ts(T0)).await });
+    }
+    let won = winners(
+        join_all(set, "create_tenant").await,
+        ErrorKind::Conflict,
+        "create_tenant race",
+    );
+    assert_eq!(
+        won.len(),
+        1,
+        "{RACERS} concurrent create_tenant: exactly one succeeds"
+    );
+
+    let mut set = JoinSet::new();
+    for _ in 0..RACERS {
+        let reg = reg.clone();
+        set.spawn(async move { reg.create_group(&group("acme/plant-1"), "P1", ts(T0)).await });
+    }
+    let won = winners(
+        join_all(set, "create_group").await,
+        ErrorKind::Conflict,
+        "create_group race",
+    );
+    assert_eq!(
+        won.len(),
+        1,
+        "{RACERS} concurrent create_group of one path: exactly one succeeds"
+    );
+
+    let mut set = JoinSet::new();
+    for racer in 0..RACERS {
+        let reg = reg.clone();
+        set.spawn(async move {
+            let mut d = super::registry::new_device("pump-1", "acme/plant-1");
+            d.display_name = format!("racer {racer}");
+            reg.create_device(d, ts(T0)).await
+        });
+    }
+    let won = winners(
+        join_all(set, "create_device").await,
+        ErrorKind::Conflict,
+        "create_device race",
+    );
+    assert_eq!(
+        won.len(),
+        1,
+        "{RACERS} concurrent create_device of one id: exactly one succeeds"
+    );
+    let stored = ok(
+        reg.get_device(&tenant("acme"), &dev("pump-1")).await,
+        "get_device",
+    );
+    assert_eq!(
+        stored.as_ref(),
+        won.first(),
+        "the stored device is the winner's"
+    );
+
+    let mut set = JoinSet::new();
+    for racer in 0..RACERS {
+        let reg = reg.clone();
+        set.spawn(async move {
+            let patch = crate::DevicePatch {
+                display_name: Some(format!("renamed by {racer}")),
+                ..crate::DevicePatch::default()
+            };
+            reg.update_device(&tenant("acme"), &dev("pump-1"), patch, Some(1), ts(T0 + 1))
+                .await
+        });
+    }
+    let won = winners(
+        join_all(set, "update_device").await,
+        ErrorKind::PreconditionFailed,
+        "update_device race",
+    );
+    assert_eq!(
+        won.len(),
+        1,
+        "{RACERS} concurrent update_device at version 1: exactly one succeeds"
+    );
+    let stored = ok(
+        reg.get_device(&tenant("acme"), &dev("pump-1")).await,
+        "get_device",
+    );
+    assert_eq!(
+        stored.as_ref(),
+        won.first(),
+        "the stored device is the winner's, at version 2"
+    );
+}
+
+pub(super) async fn control(factory: StoresFactory) {
+    let jobs = factory().await.jobs;
+    for round in 0..3i64 {
+        let now = T0 + round * 1000;
+        let mut set = JoinSet::new();
+        for racer in 0..RACERS {
+            let jobs = jobs.clone();
+            set.spawn(async move {
+                jobs.acquire_control(
+                    &tenant("acme"),
+                    &dev("pump-1"),
+                    &format!("controller-{racer}"),
+                    ts(now + 500),
+                    ts(now),
+                )
+                .await
+            });
+        }
+        let won = winners(
+            join_all(set, "acquire_control").await,
+            ErrorKind::Conflict,
+            "acquire_control race",
+        );
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: {RACERS} controllers racing for a free device: exactly one gets it"
+        );
+        assert_eq!(
+            ok(
+                jobs.get_control(&tenant("acme"), &dev("pump-1"), ts(now + 1))
+                    .await,
+                "get_control"
+            )
+            .as_ref(),
+            won.first(),
+            "the lease in force is the winner's"
+        );
+        // The lease lapses at now + 500; the next round starts at now + 1000.
+    }
+}

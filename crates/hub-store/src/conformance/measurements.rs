@@ -412,7 +412,7 @@ pub(super) async fn read_range(factory: StoresFactory) {
             &series("temp"),
             ts(T0),
             ts(T0 + 50_000),
-            crate::PageRequest::first(50),
+            crate::PageRequest::first(60),
         )
         .await,
         "read_range",
@@ -420,7 +420,7 @@ pub(super) async fn read_range(factory: StoresFactory) {
     assert_eq!(
         (first.items.len(), first.next),
         (50, None),
-        "a page holding every point has no next cursor"
+        "a page with room to spare holds every point and has no next cursor"
     );
     for (from, to) in [(T0, T0), (T0 + 10, T0)] {
         expect_kind(
