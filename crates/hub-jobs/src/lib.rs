@@ -2,8 +2,15 @@
 //!
 //! The job state machine and Job API of the IoT hub SDK: exactly-once, ordered, timed-out delivery of opaque jobs.
 //!
-//! This crate is being built (issue #4); see `ARCHITECTURE.md` for what it will own and the
-//! traits of `hub-core` it will implement or use. Until then it only re-exports the vocabulary it
-//! builds on.
+//! - [`machine`]: the pure, deterministic job state machine: states, the transition table (who
+//!   may cause each transition and its guard), per-job [`JobOptions`] with validated limits.
+//! - [`service`]: the [`JobService`] that runs the machine over a [`hub_store::JobStore`] with
+//!   compare-and-set writes, and talks to devices through the `hub-core` seams.
+
+pub mod machine;
 
 pub use hub_core;
+pub use machine::{
+    Actor, Command, CommandKind, DeliveryPolicy, JobOptions, Outcome, TRANSITIONS, Transition,
+    TransitionError, apply,
+};
