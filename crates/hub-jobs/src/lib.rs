@@ -8,9 +8,11 @@
 //!   compare-and-set writes, and talks to devices through the `hub-core` seams.
 
 pub mod machine;
+pub mod service;
 
 pub use hub_core;
 pub use machine::{
     Actor, Command, CommandKind, DeliveryPolicy, JobOptions, Outcome, TRANSITIONS, Transition,
     TransitionError, apply,
 };
+pub use service::{CreateJob, JobService, Sleep};
