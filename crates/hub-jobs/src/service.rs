@@ -1,4 +1,4 @@
-//! The job service: runs the [`machine`](crate::machine) over a [`JobStore`].
+//! The job service: runs the [`machine`] over a [`JobStore`].
 //!
 //! Every write reads the job, asks [`machine::apply`] for the next record, and stores it with
 //! [`JobStore::update_job`] conditioned on the version it read. When another writer got there
@@ -417,7 +417,10 @@ impl JobService {
     }
 
     /// Device: reports on a job it holds; `execution` is the execution it was delivered.
-    /// Repeating an accepted report is answered with the job as it is.
+    /// Repeating an accepted report is answered with the job as it is. [`Command::Claim`] is
+    /// refused here ([`ErrorKind::InvalidInput`]): use [`JobService::claim_next`], which keeps the
+    /// queue's order. Status details and results larger than the store's limit are
+    /// [`ErrorKind::TooLarge`].
     pub async fn report(
         &self,
         principal: &Principal,
@@ -426,6 +429,10 @@ impl JobService {
         cmd: Command,
     ) -> Result<JobRecord> {
         let dp = device_principal(principal)?;
+        if cmd == Command::Claim {
+            // Claims go through `claim_next`, which keeps the queue's order.
+            return Err(Error::invalid_input("claim jobs with claim_next"));
+        }
         authorize(
             principal,
             Action::ReportJobProgress,

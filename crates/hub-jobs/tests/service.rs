@@ -707,3 +707,36 @@ async fn invalid_options_are_refused() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn claims_keep_the_order_and_reports_are_size_limited() {
+    let h = hub();
+    h.create(req(json!("first"))).await;
+    let second = h.create(req(json!("second"))).await;
+    // A device cannot jump the queue by claiming a later job directly.
+    let e = h
+        .svc
+        .report(&pump(), &second.id, 0, Command::Claim)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let d = h.claim().await.unwrap();
+    assert_ne!(d.id, second.id);
+    let huge = json!("x".repeat(StoreLimits::default().max_job_status_bytes + 1));
+    let e = h
+        .report(
+            &d,
+            Command::Progress {
+                details: Some(huge),
+                step_timeout_ms: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+    assert_eq!(
+        h.state(&d.id).await,
+        JobState::Delivered,
+        "nothing half-written"
+    );
+}
