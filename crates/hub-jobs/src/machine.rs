@@ -965,7 +965,7 @@ pub fn apply(
 
     if to.is_terminal() {
         next.due_at = None;
-        if to != S::Removed && job.execution > 0 {
+        if from.is_active() {
             machine.last_end = Some(EndedExecution {
                 execution: job.execution,
                 state: to,

@@ -280,6 +280,29 @@ fn failures_are_retried_with_growing_backoff_then_final() {
 }
 
 #[test]
+fn canceling_a_job_waiting_to_retry_keeps_the_failure_recognisable() {
+    let j = job_with(JobOptions {
+        max_attempts: 2,
+        ..JobOptions::default()
+    });
+    let d = claimed(&j, 0);
+    let q = step(&d, Actor::Device, fail(json!("e")), Some(1), 1);
+    assert_eq!(q.state, JobState::Queued);
+    let c = step(
+        &q,
+        Actor::Controller,
+        Command::Cancel { force: false },
+        None,
+        2,
+    );
+    assert_eq!(c.state, JobState::Canceled);
+    assert_eq!(
+        apply(&c, Actor::Device, &fail(json!("e")), Some(1), at(3)).unwrap(),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
 fn rejection_is_never_retried() {
     let j = job_with(JobOptions {
         max_attempts: 5,
