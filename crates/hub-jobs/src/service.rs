@@ -32,8 +32,12 @@
 //!   fires the timers of overdue jobs at the head of the lane first, so a late tick never lets a
 //!   device take an expired job.
 
-use std::sync::Arc;
-use std::task::Poll;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hub_core::{
@@ -91,6 +95,86 @@ pub struct JobService {
     events: Arc<dyn EventSink>,
     clock: Arc<dyn Clock>,
     sleep: Option<Arc<dyn Sleep>>,
+    signals: Arc<Signals>,
+}
+
+type DeviceKey = (TenantId, DeviceId);
+
+/// In-process wake-ups for [`JobService::wait_next`]: a generation counter per device, bumped
+/// whenever this service announces a claimable job to the device. Entries are kept (a counter
+/// per device that was ever announced a job) so that a waiter never sees a counter go back; a
+/// waiter's waker is removed when its wait ends, so abandoned long polls leave nothing behind.
+#[derive(Debug, Default)]
+struct Signals {
+    devices: Mutex<HashMap<DeviceKey, DeviceSignal>>,
+    next_waiter: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct DeviceSignal {
+    generation: u64,
+    waiters: HashMap<u64, Waker>,
+}
+
+impl Signals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceKey, DeviceSignal>> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn generation(&self, key: &DeviceKey) -> u64 {
+        self.lock().get(key).map_or(0, |d| d.generation)
+    }
+
+    fn bump(&self, key: &DeviceKey) {
+        let waiters = {
+            let mut map = self.lock();
+            let entry = map.entry(key.clone()).or_default();
+            entry.generation = entry.generation.wrapping_add(1);
+            std::mem::take(&mut entry.waiters)
+        };
+        for w in waiters.into_values() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the device's generation differs from `seen`.
+    fn changed(&self, key: DeviceKey, seen: u64) -> Changed<'_> {
+        Changed {
+            signals: self,
+            key,
+            seen,
+            id: self.next_waiter.fetch_add(1, AtomicOrdering::Relaxed),
+        }
+    }
+}
+
+struct Changed<'a> {
+    signals: &'a Signals,
+    key: DeviceKey,
+    seen: u64,
+    id: u64,
+}
+
+impl Future for Changed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut map = self.signals.lock();
+        let entry = map.entry(self.key.clone()).or_default();
+        if entry.generation != self.seen {
+            return Poll::Ready(());
+        }
+        entry.waiters.insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.signals.lock().get_mut(&self.key) {
+            entry.waiters.remove(&self.id);
+        }
+    }
 }
 
 fn denied(e: hub_core::Denied) -> Error {
@@ -105,7 +189,7 @@ fn device_principal(principal: &Principal) -> Result<&hub_core::DevicePrincipal>
 }
 
 /// Polls `a` and `b` together; `true` when `a` finishes first.
-async fn first_wins(mut a: BoxFuture<'_, ()>, mut b: BoxFuture<'static, ()>) -> bool {
+async fn first_wins(mut a: BoxFuture<'_, ()>, b: &mut BoxFuture<'static, ()>) -> bool {
     std::future::poll_fn(|cx| {
         if a.as_mut().poll(cx).is_ready() {
             return Poll::Ready(true);
@@ -155,6 +239,7 @@ impl JobService {
             events,
             clock,
             sleep: None,
+            signals: Arc::default(),
         }
     }
 
@@ -269,8 +354,8 @@ impl JobService {
                     return Err(refuse());
                 };
                 let online = self.presence.wait_online(tenant, device);
-                let timeout = sleep.sleep(Duration::from_millis(max_wait_ms));
-                if first_wins(online, timeout).await {
+                let mut timeout = sleep.sleep(Duration::from_millis(max_wait_ms));
+                if first_wins(online, &mut timeout).await {
                     Ok(())
                 } else {
                     Err(refuse())
@@ -414,6 +499,38 @@ impl JobService {
             }
         }
         Err(contention())
+    }
+
+    /// Device: [`JobService::claim_next`], waiting up to `max_wait` for a job when none is
+    /// claimable now (a long poll). The wait ends early when this service announces a claimable
+    /// job to the device (a creation, a job ending, a backoff running out); jobs that become
+    /// claimable through another service instance (another hub node) are found by the last claim
+    /// attempt when the wait runs out. Without [`JobService::with_sleep`] it does not wait.
+    pub async fn wait_next(
+        &self,
+        principal: &Principal,
+        lane: Option<&str>,
+        max_wait: Duration,
+    ) -> Result<Option<JobRecord>> {
+        let dp = device_principal(principal)?;
+        let key = (dp.tenant(), dp.id.clone());
+        let Some(sleep) = &self.sleep else {
+            return self.claim_next(principal, lane).await;
+        };
+        let mut deadline = sleep.sleep(max_wait);
+        loop {
+            let seen = self.signals.generation(&key);
+            if let Some(job) = self.claim_next(principal, lane).await? {
+                return Ok(Some(job));
+            }
+            let woken = first_wins(
+                Box::pin(self.signals.changed(key.clone(), seen)),
+                &mut deadline,
+            );
+            if !woken.await {
+                return self.claim_next(principal, lane).await;
+            }
+        }
     }
 
     /// Device: reports on a job it holds; `execution` is the execution it was delivered.
@@ -586,6 +703,7 @@ impl JobService {
         {
             self.notifier
                 .notify(tenant, device, JobNotice::JobAvailable { job: job.id });
+            self.signals.bump(&(tenant.clone(), device.clone()));
         }
         Ok(())
     }

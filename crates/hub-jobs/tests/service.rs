@@ -86,6 +86,20 @@ struct Hub {
 }
 
 fn hub() -> Hub {
+    hub_with_sleep(Arc::new(Elapsed))
+}
+
+/// A timer that never runs out.
+#[derive(Debug)]
+struct Never;
+
+impl Sleep for Never {
+    fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn hub_with_sleep(sleep: Arc<dyn Sleep>) -> Hub {
     let store = Arc::new(MemoryStore::new(StoreLimits::default()));
     let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000).unwrap());
     let events = Arc::new(RecordedEvents::new());
@@ -98,7 +112,7 @@ fn hub() -> Hub {
         events.clone(),
         Arc::new(clock.clone()),
     )
-    .with_sleep(Arc::new(Elapsed));
+    .with_sleep(sleep);
     Hub {
         svc,
         store,
@@ -738,5 +752,46 @@ async fn claims_keep_the_order_and_reports_are_size_limited() {
         h.state(&d.id).await,
         JobState::Delivered,
         "nothing half-written"
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_returns_nothing_when_its_wait_runs_out() {
+    let h = hub();
+    let got = h
+        .svc
+        .wait_next(&pump(), None, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+}
+
+#[tokio::test]
+async fn a_long_poll_wakes_up_when_a_job_is_created() {
+    let h = Arc::new(hub_with_sleep(Arc::new(Never)));
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            h.svc
+                .wait_next(&pump(), None, Duration::from_secs(30))
+                .await
+        })
+    };
+    // Let the waiter find the queue empty and park.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished(), "nothing to claim yet");
+    let job = h.create(req(json!("wake"))).await;
+    // The bound only turns a missed wake-up into a failure instead of a hang.
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the waiter was woken")
+        .unwrap()
+        .unwrap()
+        .expect("woken with the job");
+    assert_eq!(
+        (got.id, got.state, got.execution),
+        (job.id, JobState::Delivered, 1)
     );
 }
