@@ -15,9 +15,11 @@
 //!   once (a claim is a new execution; a lost answer is redelivered with the same execution),
 //!   enforces exclusive control leases, applies delivery policies, fires timers
 //!   ([`JobService::tick`]), publishes every state change as an `Event::JobStateChanged` and
-//!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`.
+//!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`. [`JobService::wait_next`]
+//!   is the device's long poll (claim, or wait a bounded time for a job), without HTTP.
 //!
-//! The REST Job API, the device long-poll and bulk rollouts are not built yet.
+//! The REST Job API (and its HTTP long-poll and event stream routes) and bulk rollouts are not
+//! built yet.
 //!
 //! ```
 //! use hub_core::JobState;
