@@ -94,7 +94,7 @@ impl<'de> Deserialize<'de> for SeriesName {
 pub struct Point {
     /// When it was measured.
     pub ts: Timestamp,
-    /// The value; must be finite.
+    /// The value; must be finite and within ±1e100 (so that no sum can overflow).
     pub value: f64,
 }
 

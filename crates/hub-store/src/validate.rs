@@ -7,6 +7,11 @@ use crate::StoreLimits;
 use crate::jobs::NewJob;
 use crate::measurements::{AggregateQuery, SeriesPoints};
 
+/// The largest magnitude of a measurement value. No physical quantity comes near it, and it keeps
+/// every sum a backend computes (billions of points) far from overflowing to infinity, which
+/// PostgreSQL would refuse and SQLite would store as NULL.
+pub(crate) const MAX_ABS_VALUE: f64 = 1e100;
+
 /// The largest idempotency key, bytes.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The largest lane name, bytes.
@@ -105,9 +110,10 @@ pub(crate) fn points(batch: &[SeriesPoints], limits: &StoreLimits) -> Result<()>
         )));
     }
     for s in batch {
-        if let Some(p) = s.points.iter().find(|p| !p.value.is_finite()) {
+        if let Some(p) = s.points.iter().find(|p| !(p.value.abs() <= MAX_ABS_VALUE)) {
             return Err(Error::invalid_input(format!(
-                "series {} of device {} has a non-finite value ({}) at {}",
+                "series {} of device {} has the value {} at {}: values must be finite and \
+                 within ±1e100",
                 s.series, s.device, p.value, p.ts
             )));
         }

@@ -322,9 +322,9 @@ pub(super) async fn read_range(factory: StoresFactory) {
     }
     let special = [
         0.1,
-        -1e300,
+        -1e100,
         1e-300,
-        f64::MAX,
+        1e100,
         f64::MIN_POSITIVE,
         -2.5,
         1.0 / 3.0,
@@ -919,7 +919,13 @@ pub(super) async fn delete_before(factory: StoresFactory) {
 pub(super) async fn invalid_input(factory: StoresFactory) {
     let m = factory().await.measurements;
     let limits = super::expected_limits();
-    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+    for bad in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1.000_001e100,
+        -f64::MAX,
+    ] {
         let b = vec![
             batch("acme", "pump-1", "temp", &[(T0, 1.0), (T0 + 1, 2.0)]),
             batch(

@@ -140,7 +140,7 @@ fn aggregate_blocking(conn: &Connection, q: &AggregateQuery, width: i64) -> Resu
                             count: r.get::<_, i64>(1)? as u64,
                             min: r.get(2)?,
                             max: r.get(3)?,
-                            sum: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                            sum: r.get(4)?,
                             first_ts: r.get(5)?,
                             first: r.get(6)?,
                             last_ts: r.get(7)?,

@@ -107,9 +107,7 @@ CREATE TABLE rollups_hour (
     count       INTEGER NOT NULL,
     min         REAL NOT NULL,
     max         REAL NOT NULL,
-    -- NULL stands for NaN: SQLite stores NaN as NULL, and a sum of finite values can overflow
-    -- to infinities of both signs.
-    sum         REAL,
+    sum         REAL NOT NULL,
     first_ts    INTEGER NOT NULL,
     first_value REAL NOT NULL,
     last_ts     INTEGER NOT NULL,
