@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench ingest` (set `HUB_BENCH_POSTGRES_URL` to include PostgreSQL).
 
+// A benchmark reports on standard output.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,5 +117,6 @@ async fn main() {
                 elapsed.as_secs_f64() * 1000.0
             );
         }
+        backend.cleanup().await;
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench job_cycle` (set `HUB_BENCH_POSTGRES_URL` to include PostgreSQL).
 
+// A benchmark reports on standard output.
+#![allow(clippy::print_stdout)]
+
 use std::sync::Arc;
 
 use hub_core::{Clock, JobId, JobState, SystemClock};

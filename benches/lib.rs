@@ -3,8 +3,12 @@
 //!
 //! This library holds what the bench binaries share: opening each storage backend the same way.
 
+// A benchmark reports on standard output.
+#![allow(clippy::print_stdout)]
+
 use std::time::{Duration, Instant};
 
+use hub_store::postgres::{PostgresConfig, PostgresStore};
 use hub_store::sqlite::{SqliteConfig, SqliteStore};
 use hub_store::{Durability, Stores};
 
@@ -17,6 +21,8 @@ pub struct Backend {
     pub stores: Stores,
     /// The temporary directory of a file-backed store, removed on drop.
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL store, to drop its schema afterwards.
+    postgres: Option<PostgresStore>,
 }
 
 /// The backends to measure: SQLite at both durability levels, and PostgreSQL when
@@ -38,9 +44,38 @@ pub async fn backends() -> Vec<Backend> {
             label: label.into(),
             stores: store.into_stores(),
             _dir: Some(dir),
+            postgres: None,
+        });
+    }
+    if let Ok(url) = std::env::var("HUB_BENCH_POSTGRES_URL") {
+        let schema = format!("hub_bench_{}", std::process::id());
+        let store = PostgresStore::connect(PostgresConfig {
+            schema: Some(schema),
+            pool_size: 32,
+            ..PostgresConfig::new(url)
+        })
+        .await
+        .expect("PostgreSQL is reachable");
+        out.push(Backend {
+            label: "postgres".into(),
+            stores: store.clone().into_stores(),
+            _dir: None,
+            postgres: Some(store),
         });
     }
     out
+}
+
+impl Backend {
+    /// Removes what the run stored (PostgreSQL keeps its data in a schema of its own).
+    pub async fn cleanup(self) {
+        if let Some(store) = self.postgres {
+            store
+                .drop_schema()
+                .await
+                .expect("the bench schema is dropped");
+        }
+    }
 }
 
 /// Prints one result line: what, how many, how long, the rate.

@@ -110,7 +110,11 @@ pub(crate) fn points(batch: &[SeriesPoints], limits: &StoreLimits) -> Result<()>
         )));
     }
     for s in batch {
-        if let Some(p) = s.points.iter().find(|p| !(p.value.abs() <= MAX_ABS_VALUE)) {
+        if let Some(p) = s
+            .points
+            .iter()
+            .find(|p| !p.value.is_finite() || p.value.abs() > MAX_ABS_VALUE)
+        {
             return Err(Error::invalid_input(format!(
                 "series {} of device {} has the value {} at {}: values must be finite and \
                  within ±1e100",
