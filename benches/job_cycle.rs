@@ -73,5 +73,6 @@ async fn main() {
             n,
             elapsed,
         );
+        backend.cleanup().await;
     }
 }
