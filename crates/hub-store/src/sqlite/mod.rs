@@ -113,7 +113,9 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Mutex<Vec<Connection>>,
-    max_readers: usize,
+    /// One permit per read connection: reads beyond it wait here instead of opening (and
+    /// throwing away) extra connections, which costs far more than the wait.
+    read_permits: tokio::sync::Semaphore,
     limits: StoreLimits,
 }
 
@@ -185,7 +187,7 @@ impl SqliteStore {
                 path: config.path,
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
-                max_readers: config.readers.max(1),
+                read_permits: tokio::sync::Semaphore::new(config.readers.max(1)),
                 limits: config.limits,
             }),
         })
@@ -255,6 +257,12 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let _permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable("the SQLite store is closed"))?;
         tokio::task::spawn_blocking(move || {
             let conn = inner.take_reader()?;
             let out = f(&conn);
@@ -282,10 +290,11 @@ impl Inner {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < self.max_readers {
-            pool.push(conn);
-        }
+        // At most one connection per permit is ever out, so the pool never outgrows them.
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
     }
 }
 
