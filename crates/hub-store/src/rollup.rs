@@ -2,7 +2,7 @@
 
 use hub_core::Timestamp;
 
-use crate::measurements::{Bucket, bucket_start};
+use crate::measurements::{Bucket, HOUR_MS, bucket_start};
 
 /// The statistics of a set of points, mergeable with another set's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,4 +78,15 @@ pub(crate) fn fold(parts: impl IntoIterator<Item = (i64, Acc)>, width_ms: i64) -
         .into_iter()
         .map(|(start, acc)| acc.into_bucket(start))
         .collect()
+}
+
+/// The hours that lie wholly in `[from, to)`, as `[first, end)`, when bucket boundaries fall on
+/// hours (`width` a multiple of an hour); `None` when the rollups cannot serve the query.
+pub(crate) fn span(from: i64, to: i64, width: i64) -> Option<(i64, i64)> {
+    if width % HOUR_MS != 0 {
+        return None;
+    }
+    let first = bucket_start(from + HOUR_MS - 1, HOUR_MS);
+    let end = bucket_start(to, HOUR_MS);
+    (first < end).then_some((first, end))
 }

@@ -11,6 +11,7 @@ use crate::measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, HOUR_MS, MeasurementStore, Point,
     SeriesName, SeriesPoints, bucket_start,
 };
+use crate::rollup::{Acc, fold};
 use crate::{Page, PageRequest, validate};
 
 /// Looks up the ids of existing series among the `(tenant, device, name)` arrays.
@@ -202,9 +203,8 @@ impl MeasurementStore for PostgresStore {
         Box::pin(async move {
             let width = validate::aggregate(query_, &self.limits)?;
             let (from, to) = (query_.from.as_millis(), query_.to.as_millis());
-            let hourly = width % HOUR_MS == 0
-                && from.rem_euclid(HOUR_MS) == 0
-                && to.rem_euclid(HOUR_MS) == 0;
+            // Whole hours come from the rollups, the partial hours at either end from the points.
+            let span = crate::rollup::span(from, to, width);
             // Stored times are never negative, so `t - t % width` is the epoch-aligned bucket
             // start and cannot overflow, even for the widest bucket.
             // $1 tenant, $2 device or group, $3 series, $4 width, $5 from, $6 to, and for a
@@ -220,55 +220,68 @@ impl MeasurementStore for PostgresStore {
                     SCOPE_SUBTREE,
                 ),
             };
-            let sql = if hourly {
-                format!(
-                    "SELECT hour - hour % $4 AS bucket, \
-                     sum(count)::BIGINT AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total, \
-                     min(ARRAY[first_ts::FLOAT8, first_value]) AS f, \
-                     max(ARRAY[last_ts::FLOAT8, last_value]) AS l \
-                     FROM rollups WHERE series_id IN ({scope}) AND hour >= $5 AND hour < $6 \
-                     GROUP BY 1 ORDER BY 1"
-                )
-            } else {
-                format!(
-                    "SELECT ts - ts % $4 AS bucket, \
-                     count(*) AS n, min(value) AS lo, max(value) AS hi, sum(value) AS total, \
-                     min(ARRAY[ts::FLOAT8, value]) AS f, max(ARRAY[ts::FLOAT8, value]) AS l \
-                     FROM points WHERE series_id IN ({scope}) AND ts >= $5 AND ts < $6 \
-                     GROUP BY 1 ORDER BY 1"
-                )
-            };
+            let rollup_sql = format!(
+                "SELECT hour - hour % $4 AS bucket, \
+                 sum(count)::BIGINT AS n, min(min) AS lo, max(max) AS hi, sum(sum) AS total, \
+                 min(ARRAY[first_ts::FLOAT8, first_value]) AS f, \
+                 max(ARRAY[last_ts::FLOAT8, last_value]) AS l \
+                 FROM rollups WHERE series_id IN ({scope}) AND hour >= $5 AND hour < $6 \
+                 GROUP BY 1 ORDER BY 1"
+            );
+            let raw_sql = format!(
+                "SELECT ts - ts % $4 AS bucket, \
+                 count(*) AS n, min(value) AS lo, max(value) AS hi, sum(value) AS total, \
+                 min(ARRAY[ts::FLOAT8, value]) AS f, max(ARRAY[ts::FLOAT8, value]) AS l \
+                 FROM points WHERE series_id IN ({scope}) AND ts >= $5 AND ts < $6 \
+                 GROUP BY 1 ORDER BY 1"
+            );
+            let mut ranges: Vec<(&str, i64, i64)> = Vec::new();
+            match span {
+                Some((first, end)) => {
+                    ranges.push((&raw_sql, from, first));
+                    ranges.push((&rollup_sql, first, end));
+                    ranges.push((&raw_sql, end, to));
+                }
+                None => ranges.push((&raw_sql, from, to)),
+            }
             let series = query_.series.as_str();
             let tenant_str = tenant.as_str();
-            let mut params: Vec<&(dyn ToSql + Sync)> =
-                vec![&tenant_str, &who, &series, &width, &from, &to];
-            if let Some(p) = &pattern {
-                params.push(p);
-            }
             let c = self.client().await?;
-            let rows = query(&c, &sql, &params).await?;
-            let mut buckets = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let start: i64 = col(row, "bucket")?;
-                let count = to_u64(col(row, "n")?)?;
-                let sum: f64 = col(row, "total")?;
-                let first: Vec<f64> = col(row, "f")?;
-                let last: Vec<f64> = col(row, "l")?;
-                let (Some(&first), Some(&last)) = (first.get(1), last.get(1)) else {
-                    return Err(corrupt("rollup"));
-                };
-                buckets.push(Bucket {
-                    start: Timestamp::from_millis(bucket_start(start, width))
-                        .unwrap_or(Timestamp::EPOCH),
-                    count,
-                    min: col(row, "lo")?,
-                    max: col(row, "hi")?,
-                    sum,
-                    mean: sum / count as f64,
-                    first,
-                    last,
-                });
+            let mut parts: Vec<(i64, Acc)> = Vec::new();
+            for (sql, a, b) in ranges {
+                if a >= b {
+                    continue;
+                }
+                let mut params: Vec<&(dyn ToSql + Sync)> =
+                    vec![&tenant_str, &who, &series, &width, &a, &b];
+                if let Some(p) = &pattern {
+                    params.push(p);
+                }
+                for row in &query(&c, sql, &params).await? {
+                    let start: i64 = col(row, "bucket")?;
+                    let first: Vec<f64> = col(row, "f")?;
+                    let last: Vec<f64> = col(row, "l")?;
+                    let (Some(&first_ts), Some(&first), Some(&last_ts), Some(&last)) =
+                        (first.first(), first.get(1), last.first(), last.get(1))
+                    else {
+                        return Err(corrupt("rollup"));
+                    };
+                    parts.push((
+                        start,
+                        Acc {
+                            count: to_u64(col(row, "n")?)?,
+                            min: col(row, "lo")?,
+                            max: col(row, "hi")?,
+                            sum: col(row, "total")?,
+                            first_ts: first_ts as i64,
+                            first,
+                            last_ts: last_ts as i64,
+                            last,
+                        },
+                    ));
+                }
             }
+            let buckets = fold(parts, width);
             Ok(buckets)
         })
     }

@@ -119,54 +119,82 @@ fn scope_series(conn: &Connection, scope: &AggregateScope, name: &str) -> Result
     }
 }
 
+fn rollup_parts(
+    conn: &Connection,
+    id: i64,
+    from: i64,
+    to: i64,
+    parts: &mut Vec<(i64, Acc)>,
+) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT hour, count, min, max, sum, first_ts, first_value, last_ts, last_value \
+             FROM rollups_hour WHERE series_id = ?1 AND hour >= ?2 AND hour < ?3",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![id, from, to], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Acc {
+                    count: r.get::<_, i64>(1)? as u64,
+                    min: r.get(2)?,
+                    max: r.get(3)?,
+                    sum: r.get(4)?,
+                    first_ts: r.get(5)?,
+                    first: r.get(6)?,
+                    last_ts: r.get(7)?,
+                    last: r.get(8)?,
+                },
+            ))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        parts.push(row.map_err(db_err)?);
+    }
+    Ok(())
+}
+
+fn raw_parts(
+    conn: &Connection,
+    id: i64,
+    from: i64,
+    to: i64,
+    parts: &mut Vec<(i64, Acc)>,
+) -> Result<()> {
+    if from >= to {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT ts, value FROM points WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
+        )
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map(params![id, from, to], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+        })
+        .map_err(db_err)?;
+    for row in rows {
+        let (t, v) = row.map_err(db_err)?;
+        parts.push((t, Acc::point(t, v)));
+    }
+    Ok(())
+}
+
+/// Whole hours come from the rollups, the partial hours at either end from the points.
 fn aggregate_blocking(conn: &Connection, q: &AggregateQuery, width: i64) -> Result<Vec<Bucket>> {
     let ids = scope_series(conn, &q.scope, q.series.as_str())?;
     let (from, to) = (q.from.as_millis(), q.to.as_millis());
     let mut parts: Vec<(i64, Acc)> = Vec::new();
-    let hourly = width % HOUR_MS == 0 && from % HOUR_MS == 0 && to % HOUR_MS == 0;
     for id in ids {
-        if hourly {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT hour, count, min, max, sum, first_ts, first_value, last_ts, last_value \
-                     FROM rollups_hour WHERE series_id = ?1 AND hour >= ?2 AND hour < ?3",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![id, from, to], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        Acc {
-                            count: r.get::<_, i64>(1)? as u64,
-                            min: r.get(2)?,
-                            max: r.get(3)?,
-                            sum: r.get(4)?,
-                            first_ts: r.get(5)?,
-                            first: r.get(6)?,
-                            last_ts: r.get(7)?,
-                            last: r.get(8)?,
-                        },
-                    ))
-                })
-                .map_err(db_err)?;
-            for row in rows {
-                parts.push(row.map_err(db_err)?);
+        match crate::rollup::span(from, to, width) {
+            Some((first, end)) => {
+                raw_parts(conn, id, from, first, &mut parts)?;
+                rollup_parts(conn, id, first, end, &mut parts)?;
+                raw_parts(conn, id, end, to, &mut parts)?;
             }
-        } else {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT ts, value FROM points WHERE series_id = ?1 AND ts >= ?2 AND ts < ?3",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![id, from, to], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
-                })
-                .map_err(db_err)?;
-            for row in rows {
-                let (t, v) = row.map_err(db_err)?;
-                parts.push((t, Acc::point(t, v)));
-            }
+            None => raw_parts(conn, id, from, to, &mut parts)?,
         }
     }
     Ok(fold(parts, width))
