@@ -24,11 +24,13 @@ pub enum JobState {
     CancelRejected,
     /// Finished successfully. Terminal.
     Succeeded,
-    /// Finished unsuccessfully (may be retried by policy). Terminal for this execution.
+    /// Finished unsuccessfully, with no retry left. Terminal. (An execution that fails while
+    /// retries remain sends the job back to [`JobState::Queued`] to wait out its backoff.)
     Failed,
     /// Refused by the device; never retried. Terminal.
     Rejected,
-    /// Not finished before its in-progress or step deadline. Terminal for this execution.
+    /// Not finished before its in-progress or step deadline, with no retry left. Terminal. (With
+    /// retries left the job goes back to [`JobState::Queued`].)
     TimedOut,
     /// Never delivered before its time-to-live ran out. Terminal.
     Expired,
