@@ -23,7 +23,7 @@
 //! stale, and validates sizes and values so that bad input never lands half-written.
 //!
 //! Every backend must pass the conformance kit (feature `conformance`):
-//! `hub_store::conformance::run_all(|| async { my_stores() }).await`.
+//! `hub_store::conformance::run_all(hub_store::conformance::factory(|| async { my_stores() })).await`.
 //!
 //! ```
 //! use hub_store::{memory::MemoryStore, StoreLimits};
