@@ -1,277 +1,25 @@
 //! The job service against the in-memory store, with a manual clock and fake device seams.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hub_core::{
-    BoxFuture, DeviceId, DevicePrincipal, ErrorKind, Event, EventKind, GroupPath, JobId, JobNotice,
-    JobNotifier, JobState, ManualClock, NotifyOutcome, Presence, PresenceQuery, PresenceState,
-    Principal, RecordedEvents, Role, TenantId, Timestamp, UserPrincipal,
-};
-use hub_jobs::{Command, CreateJob, DeliveryPolicy, JobOptions, JobService, Sleep};
-use hub_store::memory::MemoryStore;
-use hub_store::{JobFilter, JobRecord, JobStore, PageRequest, StoreLimits};
+use common::*;
+use hub_core::{ErrorKind, JobNotice, JobState, TenantId};
+use hub_jobs::{Command, CreateJob, DeliveryPolicy, JobOptions};
+use hub_store::{JobFilter, PageRequest, StoreLimits};
 use serde_json::json;
-
-#[derive(Debug, Default)]
-struct Notices(Mutex<Vec<(DeviceId, JobNotice)>>);
-
-impl Notices {
-    fn take(&self) -> Vec<(DeviceId, JobNotice)> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-impl JobNotifier for Notices {
-    fn notify(&self, _tenant: &TenantId, device: &DeviceId, notice: JobNotice) -> NotifyOutcome {
-        self.0.lock().unwrap().push((device.clone(), notice));
-        NotifyOutcome::Sent
-    }
-}
-
-/// Every device is online unless listed; `wait_online` resolves at once when `comes_online`,
-/// never otherwise.
-#[derive(Debug, Default)]
-struct FakePresence {
-    offline: Mutex<HashSet<DeviceId>>,
-    comes_online: AtomicBool,
-}
-
-impl PresenceQuery for FakePresence {
-    fn presence(&self, _tenant: &TenantId, device: &DeviceId) -> Presence {
-        let state = if self.offline.lock().unwrap().contains(device) {
-            PresenceState::Offline
-        } else {
-            PresenceState::Online
-        };
-        Presence {
-            state,
-            last_seen: None,
-            node: None,
-        }
-    }
-
-    fn wait_online<'a>(
-        &'a self,
-        _tenant: &'a TenantId,
-        _device: &'a DeviceId,
-    ) -> BoxFuture<'a, ()> {
-        if self.comes_online.load(Ordering::SeqCst) {
-            Box::pin(std::future::ready(()))
-        } else {
-            Box::pin(std::future::pending())
-        }
-    }
-}
-
-/// A timer that has always already run out: the wait is decided without real time passing.
-#[derive(Debug)]
-struct Elapsed;
-
-impl Sleep for Elapsed {
-    fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(std::future::ready(()))
-    }
-}
-
-struct Hub {
-    svc: JobService,
-    store: Arc<MemoryStore>,
-    clock: ManualClock,
-    events: Arc<RecordedEvents>,
-    notices: Arc<Notices>,
-    presence: Arc<FakePresence>,
-}
-
-fn hub() -> Hub {
-    hub_with_sleep(Arc::new(Elapsed))
-}
-
-/// A timer that never runs out.
-#[derive(Debug)]
-struct Never;
-
-impl Sleep for Never {
-    fn sleep(&self, _d: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(std::future::pending())
-    }
-}
-
-fn hub_with_sleep(sleep: Arc<dyn Sleep>) -> Hub {
-    let store = Arc::new(MemoryStore::new(StoreLimits::default()));
-    let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000).unwrap());
-    let events = Arc::new(RecordedEvents::new());
-    let notices = Arc::new(Notices::default());
-    let presence = Arc::new(FakePresence::default());
-    let svc = JobService::new(
-        store.clone(),
-        notices.clone(),
-        presence.clone(),
-        events.clone(),
-        Arc::new(clock.clone()),
-    )
-    .with_sleep(sleep);
-    Hub {
-        svc,
-        store,
-        clock,
-        events,
-        notices,
-        presence,
-    }
-}
-
-fn group(s: &str) -> GroupPath {
-    s.parse().unwrap()
-}
-
-fn dev(s: &str) -> DeviceId {
-    s.parse().unwrap()
-}
-
-fn user(name: &str, g: &str) -> Principal {
-    Principal::User(UserPrincipal {
-        id: name.parse().unwrap(),
-        group: group(g),
-        scopes: Role::Operator.scopes(),
-    })
-}
-
-fn alice() -> Principal {
-    user("alice", "acme")
-}
-
-fn device(id: &str, g: &str) -> Principal {
-    Principal::Device(DevicePrincipal {
-        id: dev(id),
-        group: group(g),
-    })
-}
-
-fn pump() -> Principal {
-    device("pump-7", "acme/plant-1")
-}
-
-fn acme() -> TenantId {
-    "acme".parse().unwrap()
-}
-
-fn req(doc: serde_json::Value) -> CreateJob {
-    CreateJob {
-        device: dev("pump-7"),
-        group: group("acme/plant-1"),
-        lane: None,
-        document: doc,
-        options: JobOptions::default(),
-        idempotency_key: None,
-    }
-}
-
-fn with_options(doc: serde_json::Value, options: JobOptions) -> CreateJob {
-    CreateJob {
-        options,
-        ..req(doc)
-    }
-}
-
-impl Hub {
-    async fn create(&self, r: CreateJob) -> JobRecord {
-        self.svc.create(&alice(), r).await.unwrap().job
-    }
-
-    async fn claim(&self) -> Option<JobRecord> {
-        self.svc.claim_next(&pump(), None).await.unwrap()
-    }
-
-    async fn report(&self, job: &JobRecord, cmd: Command) -> hub_core::Result<JobRecord> {
-        self.svc.report(&pump(), &job.id, job.execution, cmd).await
-    }
-
-    async fn state(&self, id: &JobId) -> JobState {
-        self.svc.get(&alice(), &acme(), id).await.unwrap().state
-    }
-
-    fn advance(&self, ms: u64) {
-        self.clock.advance(Duration::from_millis(ms));
-    }
-}
-
-fn transitions(events: &[Event]) -> Vec<(Option<JobState>, JobState)> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::JobStateChanged { from, to, .. } => Some((*from, *to)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ok(result: &str) -> Command {
-    Command::Succeed {
-        result: Some(json!(result)),
-    }
-}
 
 #[tokio::test]
 async fn a_device_receives_its_jobs_in_creation_order_one_at_a_time() {
-    let h = hub();
-    let ids: Vec<JobId> = {
-        let mut v = Vec::new();
-        for i in 0..3 {
-            v.push(h.create(req(json!({ "n": i }))).await.id);
-        }
-        v
-    };
-    // Only the head was announced.
-    assert_eq!(
-        h.notices.take(),
-        vec![(dev("pump-7"), JobNotice::JobAvailable { job: ids[0] })]
-    );
-    for id in &ids {
-        let job = h.claim().await.expect("a job");
-        assert_eq!(job.id, *id);
-        assert_eq!((job.state, job.execution), (JobState::Delivered, 1));
-        // The answer was lost: claiming again redelivers the same execution.
-        let again = h.claim().await.unwrap();
-        assert_eq!(
-            (again.id, again.execution, again.version),
-            (job.id, 1, job.version)
-        );
-        let started = h.report(&job, Command::Start).await.unwrap();
-        // While it runs, nothing else is handed out.
-        assert_eq!(h.claim().await, None);
-        h.report(&started, ok("done")).await.unwrap();
-    }
-    assert_eq!(h.claim().await, None);
-    let evs = transitions(&h.events.take());
-    assert_eq!(
-        evs.iter()
-            .filter(|(_, to)| *to == JobState::Succeeded)
-            .count(),
-        3
-    );
+    scenarios::a_device_receives_its_jobs_in_creation_order_one_at_a_time(&hub()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_deliver_one_execution() {
-    let h = Arc::new(hub());
-    let job = h.create(req(json!("x"))).await;
-    h.events.take();
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let h = h.clone();
-        tasks.push(tokio::spawn(async move { h.claim().await }));
-    }
-    for t in tasks {
-        let got = t.await.unwrap().expect("every claimer gets the job");
-        assert_eq!((got.id, got.execution), (job.id, 1));
-    }
-    let evs = transitions(&h.events.take());
-    assert_eq!(evs, vec![(Some(JobState::Queued), JobState::Delivered)]);
-    let stored = h.store.get_job(&acme(), &job.id).await.unwrap().unwrap();
-    assert_eq!((stored.version, stored.execution), (2, 1));
+    scenarios::concurrent_claims_deliver_one_execution(Arc::new(hub())).await;
 }
 
 #[tokio::test]
@@ -428,38 +176,7 @@ async fn undelivered_jobs_expire_after_their_ttl() {
 
 #[tokio::test]
 async fn an_execution_timeout_releases_the_queue() {
-    let h = hub();
-    let opts = JobOptions {
-        in_progress_timeout_ms: 10_000,
-        ..JobOptions::default()
-    };
-    let stuck = h.create(with_options(json!("stuck"), opts)).await;
-    let next = h.create(req(json!("next"))).await;
-    let d = h.claim().await.unwrap();
-    h.report(&d, Command::Start).await.unwrap();
-    // A progress report with a step timeout extends the deadline.
-    h.advance(9000);
-    h.report(
-        &d,
-        Command::Progress {
-            details: Some(json!({"pct": 90})),
-            step_timeout_ms: Some(5000),
-        },
-    )
-    .await
-    .unwrap();
-    h.advance(2000);
-    assert_eq!(h.svc.tick().await.unwrap(), 0);
-    assert_eq!(h.claim().await, None, "the head job still runs");
-    h.notices.take();
-    h.advance(3000);
-    assert_eq!(h.svc.tick().await.unwrap(), 1);
-    assert_eq!(h.state(&stuck.id).await, JobState::TimedOut);
-    assert_eq!(
-        h.notices.take(),
-        vec![(dev("pump-7"), JobNotice::JobAvailable { job: next.id })]
-    );
-    assert_eq!(h.claim().await.unwrap().id, next.id);
+    scenarios::an_execution_timeout_releases_the_queue(&hub()).await;
 }
 
 #[tokio::test]

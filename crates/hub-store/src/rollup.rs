@@ -2,7 +2,7 @@
 
 use hub_core::Timestamp;
 
-use crate::measurements::{Bucket, HOUR_MS, bucket_start};
+use crate::measurements::{Bucket, bucket_start};
 
 /// The statistics of a set of points, mergeable with another set's.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,7 +82,9 @@ pub(crate) fn fold(parts: impl IntoIterator<Item = (i64, Acc)>, width_ms: i64) -
 
 /// The hours that lie wholly in `[from, to)`, as `[first, end)`, when bucket boundaries fall on
 /// hours (`width` a multiple of an hour); `None` when the rollups cannot serve the query.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn span(from: i64, to: i64, width: i64) -> Option<(i64, i64)> {
+    use crate::measurements::HOUR_MS;
     if width % HOUR_MS != 0 {
         return None;
     }
