@@ -82,11 +82,15 @@ mod broken {
             inner: MemoryStore::new(StoreLimits::default()),
             bug,
         });
+        // The audit log and configuration documents have no injected bugs here.
+        let plain = std::sync::Arc::new(me.inner.clone());
         Stores {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
             measurements: me,
+            audit: plain.clone(),
+            config: plain,
         }
     }
 

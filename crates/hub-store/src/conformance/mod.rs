@@ -2,14 +2,16 @@
 //!
 //! Every backend of the storage traits ([`RegistryStore`](crate::RegistryStore),
 //! [`CredentialStore`](crate::CredentialStore), [`JobStore`](crate::JobStore),
-//! [`MeasurementStore`](crate::MeasurementStore)) must pass this kit: the in-memory reference,
+//! [`MeasurementStore`](crate::MeasurementStore), [`AuditStore`](crate::AuditStore),
+//! [`ConfigStore`](crate::ConfigStore)) must pass this kit: the in-memory reference,
 //! SQLite, PostgreSQL, and any backend an integrator brings. The trait documentation is the
 //! specification; each [`Check`] turns part of it into assertions that fail with a message
 //! naming what was expected and what the backend did.
 //!
 //! The kit has three parts:
 //!
-//! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`): fixed
+//! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`,
+//!   `audit_*`, `config_*`): fixed
 //!   scenarios with hand-computed answers, including the traps backends fall into (string
 //!   prefixes instead of whole group segments, hourly rollups that double count a duplicate or
 //!   align buckets to the query instead of the epoch, half-stored batches, leases that never
@@ -108,7 +110,9 @@ use hub_core::{BoxFuture, DeviceId, ErrorKind, GroupPath, JobId, Result, TenantI
 use crate::measurements::SeriesName;
 use crate::{Page, PageRequest, StoreLimits, Stores};
 
+mod audit;
 mod concurrency;
+mod config;
 mod credentials;
 mod jobs;
 mod measurements;
@@ -197,6 +201,16 @@ pub fn checks() -> Vec<Check> {
         check!("measurements_delete_before", measurements::delete_before),
         check!("measurements_invalid_input", measurements::invalid_input),
         check!("model_random_operations", model::random_operations),
+        check!("audit_append_and_page", audit::append_and_page),
+        check!("audit_subtree_and_filters", audit::subtree_and_filters),
+        check!("audit_invalid_input", audit::invalid_input),
+        check!("audit_retention", audit::retention),
+        check!("config_versions", config::versions_per_device),
+        check!("config_compare_and_set", config::compare_and_set),
+        check!("config_concurrent_puts", config::concurrent_puts),
+        check!("config_copy_latest", config::copy_latest),
+        check!("config_prune", config::prune),
+        check!("config_limits", config::limits),
     ]
 }
 
