@@ -604,3 +604,21 @@ async fn the_kit_is_no_stricter_than_the_contract() {
     let factory = conformance::factory(|| async { broken::stores(broken::Bug::SeqSparse) });
     conformance::run_all(factory).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_and_config_model_check_catches_injected_bugs() {
+    use broken::Bug::*;
+    for bug in [
+        AuditPageReversed,
+        AuditToInclusive,
+        AuditRetentionAllTenants,
+        ConfigCasIgnored,
+        ConfigPruneOffByOne,
+        ConfigCopyOldest,
+    ] {
+        assert!(
+            fails("model_audit_and_config", bug).await,
+            "the audit and config model check did not notice {bug:?}"
+        );
+    }
+}

@@ -117,6 +117,7 @@ mod credentials;
 mod jobs;
 mod measurements;
 mod model;
+mod model_records;
 mod registry;
 
 /// Makes a fresh, empty set of stores for one check.
@@ -211,6 +212,7 @@ pub fn checks() -> Vec<Check> {
         check!("config_copy_latest", config::copy_latest),
         check!("config_prune", config::prune),
         check!("config_limits", config::limits),
+        check!("model_audit_and_config", model_records::random_operations),
     ]
 }
 

@@ -107,9 +107,8 @@ impl AuditStore for SqliteStore {
                 None => 0,
                 Some(c) => c
                     .parse::<u64>()
-                    .ok()
-                    .and_then(|v| i64::try_from(v).ok())
-                    .ok_or_else(bad_cursor)?,
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                    .map_err(|_| bad_cursor())?,
             };
             let limit = page.effective_limit(self.limits());
             let q = query.clone();

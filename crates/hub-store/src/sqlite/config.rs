@@ -197,9 +197,8 @@ impl ConfigStore for SqliteStore {
                 None => i64::MAX,
                 Some(c) => c
                     .parse::<u64>()
-                    .ok()
-                    .and_then(|v| i64::try_from(v).ok())
-                    .ok_or_else(bad_cursor)?,
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                    .map_err(|_| bad_cursor())?,
             };
             let limit = page.effective_limit(self.limits());
             let (tenant, device) = (tenant.clone(), device.clone());
