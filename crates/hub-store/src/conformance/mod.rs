@@ -24,6 +24,9 @@
 //!   compared: `Ok` values field by field (sums and means with a float tolerance), errors by
 //!   [`ErrorKind`]. Where the specification leaves an order open (jobs due at the same
 //!   time) the comparison does too.
+//!   `model_audit_and_config` does the same for the audit log and configuration documents in
+//!   sequences of its own (24 cases), mapping the backend's audit ids onto the reference's after
+//!   checking that they increase.
 //!
 //! ## Running it on your backend
 //!
@@ -95,6 +98,15 @@
 //! - Values read back are bit-exact `f64`s (`0.1`, `1/3`, `-1e300`, `1e-300`, `f64::MAX`).
 //! - Job `seq` values are the backend's own: the kit checks only that they increase per device
 //!   in creation order and never change (sparse numbers from a global sequence are fine).
+//! - Audit ids are the backend's own too: they must strictly increase in append order and never
+//!   come back after retention, but may be sparse. Configuration versions are not: they are
+//!   1, 2, 3, ... per (tenant, device, kind), with no gaps, and continue after pruning.
+//! - Audit `from` is inclusive and `to` exclusive, like every range of the crate; an empty
+//!   range is [`InvalidInput`](ErrorKind::InvalidInput). `actor` and `resource` filters are
+//!   exact matches.
+//! - `ConfigStore::put` with `Some(0)` means "only if there is no version yet"; racing puts
+//!   with the same expected version: one wins, every other one is
+//!   [`PreconditionFailed`](ErrorKind::PreconditionFailed).
 //!
 //! The kit never measures time. It takes under a second on the memory backend (debug build)
 //! and makes about six thousand store calls in all, most of them small, so a networked
