@@ -133,6 +133,11 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The records matching `query`, oldest first (by id); the page cursor is the id.
     ///
+    /// On a backend shared by several nodes (PostgreSQL) ids are drawn when an append starts
+    /// and become visible when it commits, so a record appended while a reader pages through
+    /// the log can appear below a cursor the reader has already passed. A reader that follows
+    /// the log continuously (an export) should stay a few seconds behind the newest records.
+    ///
     /// Errors: [`InvalidInput`](hub_core::ErrorKind::InvalidInput) for a bad cursor, an empty
     /// time range (`from >= to`) or a malformed filter value.
     fn query<'a>(

@@ -198,3 +198,21 @@ impl<T> Page<T> {
 pub(crate) fn bad_cursor() -> Error {
     Error::invalid_input("the page cursor is not valid for this listing")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreLimits;
+
+    #[test]
+    fn limits_written_before_the_audit_and_config_limits_still_load() {
+        let mut old = serde_json::to_value(StoreLimits::default()).expect("serializes");
+        let obj = old.as_object_mut().expect("an object");
+        obj.remove("max_audit_details_bytes");
+        obj.remove("max_config_bytes");
+        obj.insert("max_page_size".into(), serde_json::json!(10));
+        let limits: StoreLimits = serde_json::from_value(old).expect("old limits load");
+        assert_eq!(limits.max_page_size, 10);
+        assert_eq!(limits.max_audit_details_bytes, 4 * 1024);
+        assert_eq!(limits.max_config_bytes, 64 * 1024);
+    }
+}
