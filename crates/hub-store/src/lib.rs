@@ -9,6 +9,8 @@
 //! | [`CredentialStore`] | hashed device access keys, looked up by a public prefix |
 //! | [`JobStore`] | jobs in per-device FIFO order, compare-and-set on a version, due times, idempotency keys, exclusive-control leases |
 //! | [`MeasurementStore`] | time series points, idempotent on (device, series, time), with hourly rollups for fast aggregates |
+//! | [`AuditStore`] | the append-only audit log (who did what to which resource), queried by group subtree, removed only by retention |
+//! | [`ConfigStore`] | versioned device configuration documents (desired and reported), compare-and-set, copy onto a replacement unit, pruning |
 //!
 //! Backends:
 //!
@@ -35,6 +37,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
+pub mod config;
 pub mod credentials;
 pub mod jobs;
 pub mod measurements;
@@ -51,6 +55,8 @@ pub mod sqlite;
 mod rollup;
 mod validate;
 
+pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
+pub use config::{ConfigDocument, ConfigKind, ConfigStore};
 pub use credentials::{AccessKeyRecord, CredentialStore};
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{
@@ -72,6 +78,10 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     /// Measurements.
     pub measurements: Arc<dyn MeasurementStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Device configuration documents.
+    pub config: Arc<dyn ConfigStore>,
 }
 
 /// What an acknowledged write survives. Chosen by configuration; backends document how they keep
@@ -103,6 +113,14 @@ pub struct StoreLimits {
     pub max_page_size: u32,
     /// The most aggregate buckets one query may produce.
     pub max_buckets: u32,
+    /// The largest audit record details, serialized JSON bytes. Defaults to 4 KiB when missing
+    /// from a configuration written before it existed.
+    #[serde(default = "default_max_audit_details_bytes")]
+    pub max_audit_details_bytes: usize,
+    /// The largest device configuration document, serialized JSON bytes. Defaults to 64 KiB
+    /// when missing from a configuration written before it existed.
+    #[serde(default = "default_max_config_bytes")]
+    pub max_config_bytes: usize,
 }
 
 impl Default for StoreLimits {
@@ -114,8 +132,18 @@ impl Default for StoreLimits {
             max_points_per_append: 100_000,
             max_page_size: 1000,
             max_buckets: 100_000,
+            max_audit_details_bytes: default_max_audit_details_bytes(),
+            max_config_bytes: default_max_config_bytes(),
         }
     }
+}
+
+fn default_max_audit_details_bytes() -> usize {
+    4 * 1024
+}
+
+fn default_max_config_bytes() -> usize {
+    64 * 1024
 }
 
 /// A request for one page of a listing.
@@ -169,4 +197,22 @@ impl<T> Page<T> {
 /// The error for a cursor that this backend did not produce.
 pub(crate) fn bad_cursor() -> Error {
     Error::invalid_input("the page cursor is not valid for this listing")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreLimits;
+
+    #[test]
+    fn limits_written_before_the_audit_and_config_limits_still_load() {
+        let mut old = serde_json::to_value(StoreLimits::default()).expect("serializes");
+        let obj = old.as_object_mut().expect("an object");
+        obj.remove("max_audit_details_bytes");
+        obj.remove("max_config_bytes");
+        obj.insert("max_page_size".into(), serde_json::json!(10));
+        let limits: StoreLimits = serde_json::from_value(old).expect("old limits load");
+        assert_eq!(limits.max_page_size, 10);
+        assert_eq!(limits.max_audit_details_bytes, 4 * 1024);
+        assert_eq!(limits.max_config_bytes, 64 * 1024);
+    }
 }

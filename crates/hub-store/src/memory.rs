@@ -8,6 +8,8 @@ use hub_core::{
     BoxFuture, DeviceId, Error, GroupPath, JobId, JobState, Result, TenantId, Timestamp,
 };
 
+use crate::audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
+use crate::config::{ConfigDocument, ConfigKind, ConfigStore};
 use crate::credentials::{AccessKeyRecord, CredentialStore};
 use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
 use crate::measurements::{
@@ -30,6 +32,11 @@ struct State {
     idempotency: HashMap<(TenantId, String), JobId>,
     control: HashMap<DeviceKey, ControlLease>,
     points: BTreeMap<(TenantId, DeviceId, SeriesName), BTreeMap<i64, f64>>,
+    audit: BTreeMap<u64, AuditRecord>,
+    /// The last audit id handed out; kept apart from `audit` so retention never lets an id
+    /// come back.
+    audit_seq: u64,
+    configs: HashMap<(TenantId, DeviceId, ConfigKind), BTreeMap<u64, ConfigDocument>>,
 }
 
 /// The in-memory backend. Clones share the same data.
@@ -55,7 +62,9 @@ impl MemoryStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            audit: me.clone(),
+            config: me,
         }
     }
 
@@ -793,5 +802,255 @@ impl MeasurementStore for MemoryStore {
             *pts = keep;
         }
         ready(Ok(deleted))
+    }
+}
+
+fn audit_matches(r: &AuditRecord, q: &AuditQuery) -> bool {
+    q.root.contains(&r.group)
+        && q.resource.as_ref().is_none_or(|x| r.resource == *x)
+        && q.actor.as_ref().is_none_or(|x| r.actor == *x)
+        && q.from.is_none_or(|f| r.at >= f)
+        && q.to.is_none_or(|t| r.at < t)
+}
+
+impl AuditStore for MemoryStore {
+    fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+        ready((|| {
+            validate::audit_record(&record, &self.limits)?;
+            let mut s = self.lock();
+            s.audit_seq += 1;
+            let stored = AuditRecord {
+                id: s.audit_seq,
+                at: record.at,
+                tenant: record.tenant,
+                actor: record.actor,
+                action: record.action,
+                resource: record.resource,
+                group: record.group,
+                outcome: record.outcome,
+                details: record.details,
+            };
+            s.audit.insert(stored.id, stored.clone());
+            Ok(stored)
+        })())
+    }
+
+    fn query<'a>(
+        &'a self,
+        query: &'a AuditQuery,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<AuditRecord>>> {
+        ready((|| {
+            validate::audit_query(query)?;
+            let after: Option<u64> = parse_cursor(&page.after)?;
+            let limit = page.effective_limit(&self.limits);
+            let start = after.map_or(0, |a| a.saturating_add(1));
+            let s = self.lock();
+            let items: Vec<AuditRecord> = s
+                .audit
+                .range(start..)
+                .map(|(_, r)| r)
+                .filter(|r| audit_matches(r, query))
+                .take(limit as usize + 1)
+                .cloned()
+                .collect();
+            Ok(Page::from_overfetch(items, limit, |r| r.id.to_string()))
+        })())
+    }
+
+    fn delete_before<'a>(
+        &'a self,
+        tenant: Option<&'a TenantId>,
+        before: Timestamp,
+    ) -> BoxFuture<'a, Result<u64>> {
+        let mut s = self.lock();
+        let n = s.audit.len();
+        s.audit
+            .retain(|_, r| !(r.at < before && tenant.is_none_or(|t| r.tenant == *t)));
+        ready(Ok((n - s.audit.len()) as u64))
+    }
+}
+
+fn config_key(
+    tenant: &TenantId,
+    device: &DeviceId,
+    kind: ConfigKind,
+) -> (TenantId, DeviceId, ConfigKind) {
+    (tenant.clone(), device.clone(), kind)
+}
+
+impl MemoryStore {
+    /// Appends `document` as the next version; the caller holds the lock and has validated.
+    #[allow(clippy::too_many_arguments)]
+    fn put_locked(
+        s: &mut State,
+        tenant: &TenantId,
+        device: &DeviceId,
+        kind: ConfigKind,
+        document: serde_json::Value,
+        created_by: &str,
+        expected: Option<u64>,
+        now: Timestamp,
+    ) -> Result<ConfigDocument> {
+        let versions = s
+            .configs
+            .entry(config_key(tenant, device, kind))
+            .or_default();
+        let latest = versions.keys().next_back().copied().unwrap_or(0);
+        if let Some(v) = expected
+            && v != latest
+        {
+            return Err(Error::precondition_failed(format!(
+                "the {} configuration of device {device} is at version {latest}, not {v}",
+                kind.as_str()
+            )));
+        }
+        let doc = ConfigDocument {
+            tenant: tenant.clone(),
+            device: device.clone(),
+            version: latest + 1,
+            document,
+            kind,
+            created_at: now,
+            created_by: created_by.to_owned(),
+        };
+        versions.insert(doc.version, doc.clone());
+        Ok(doc)
+    }
+}
+
+impl ConfigStore for MemoryStore {
+    fn put<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+        kind: ConfigKind,
+        document: serde_json::Value,
+        created_by: &'a str,
+        expected_latest_version: Option<u64>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<ConfigDocument>> {
+        ready((|| {
+            validate::config_document(&document, &self.limits)?;
+            validate::created_by(created_by)?;
+            let mut s = self.lock();
+            Self::put_locked(
+                &mut s,
+                tenant,
+                device,
+                kind,
+                document,
+                created_by,
+                expected_latest_version,
+                now,
+            )
+        })())
+    }
+
+    fn latest<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+        kind: ConfigKind,
+    ) -> BoxFuture<'a, Result<Option<ConfigDocument>>> {
+        ready(Ok(self
+            .lock()
+            .configs
+            .get(&config_key(tenant, device, kind))
+            .and_then(|v| v.values().next_back())
+            .cloned()))
+    }
+
+    fn get<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+        kind: ConfigKind,
+        version: u64,
+    ) -> BoxFuture<'a, Result<Option<ConfigDocument>>> {
+        ready(Ok(self
+            .lock()
+            .configs
+            .get(&config_key(tenant, device, kind))
+            .and_then(|v| v.get(&version))
+            .cloned()))
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+        kind: ConfigKind,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<ConfigDocument>>> {
+        ready((|| {
+            let before: Option<u64> = parse_cursor(&page.after)?;
+            let limit = page.effective_limit(&self.limits);
+            let s = self.lock();
+            let items: Vec<ConfigDocument> = s
+                .configs
+                .get(&config_key(tenant, device, kind))
+                .map(|v| {
+                    v.range(..before.unwrap_or(u64::MAX))
+                        .rev()
+                        .take(limit as usize + 1)
+                        .map(|(_, d)| d.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Page::from_overfetch(items, limit, |d| {
+                d.version.to_string()
+            }))
+        })())
+    }
+
+    fn copy_latest<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        from: &'a DeviceId,
+        to: &'a DeviceId,
+        kind: ConfigKind,
+        created_by: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<ConfigDocument>> {
+        ready((|| {
+            validate::created_by(created_by)?;
+            let mut s = self.lock();
+            let document = s
+                .configs
+                .get(&config_key(tenant, from, kind))
+                .and_then(|v| v.values().next_back())
+                .map(|d| d.document.clone())
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "device {from} has no {} configuration",
+                        kind.as_str()
+                    ))
+                })?;
+            Self::put_locked(&mut s, tenant, to, kind, document, created_by, None, now)
+        })())
+    }
+
+    fn prune<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        device: &'a DeviceId,
+        kind: ConfigKind,
+        keep: u32,
+    ) -> BoxFuture<'a, Result<u64>> {
+        ready((|| {
+            validate::prune_keep(keep)?;
+            let mut s = self.lock();
+            let Some(versions) = s.configs.get_mut(&config_key(tenant, device, kind)) else {
+                return Ok(0);
+            };
+            let Some(&cut) = versions.keys().rev().nth(keep as usize - 1) else {
+                return Ok(0);
+            };
+            let kept = versions.split_off(&cut);
+            let removed = versions.len() as u64;
+            *versions = kept;
+            Ok(removed)
+        })())
     }
 }

@@ -157,3 +157,88 @@ pub(crate) fn range(from: hub_core::Timestamp, to: hub_core::Timestamp) -> Resul
     }
     Ok(())
 }
+
+/// The largest audit action name, bytes.
+pub(crate) const MAX_ACTION: usize = 64;
+/// The largest audit resource name, bytes.
+pub(crate) const MAX_RESOURCE: usize = 256;
+/// The largest actor or `created_by` description, bytes.
+pub(crate) const MAX_ACTOR: usize = 256;
+
+/// A required plain string of 1 to `max` bytes without U+0000 (which PostgreSQL text cannot
+/// hold, so every backend refuses it alike).
+fn plain(value: &str, max: usize, what: &str) -> Result<()> {
+    if value.is_empty() || value.len() > max || value.contains('\0') {
+        return Err(Error::invalid_input(format!(
+            "{what} must be 1 to {max} bytes without U+0000"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn actor(value: &str) -> Result<()> {
+    plain(value, MAX_ACTOR, "the actor")
+}
+
+pub(crate) fn resource(value: &str) -> Result<()> {
+    plain(value, MAX_RESOURCE, "the resource")
+}
+
+pub(crate) fn created_by(value: &str) -> Result<()> {
+    plain(value, MAX_ACTOR, "created_by")
+}
+
+pub(crate) fn audit_record(r: &crate::audit::NewAuditRecord, limits: &StoreLimits) -> Result<()> {
+    if r.group.tenant() != r.tenant {
+        return Err(Error::invalid_input(
+            "the audit record's group is not in its tenant",
+        ));
+    }
+    let action_ok = !r.action.is_empty()
+        && r.action.len() <= MAX_ACTION
+        && r.action.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    if !action_ok {
+        return Err(Error::invalid_input(format!(
+            "the action must be 1 to {MAX_ACTION} bytes of a-z 0-9 . _ -"
+        )));
+    }
+    actor(&r.actor)?;
+    resource(&r.resource)?;
+    json_size(
+        &r.details,
+        limits.max_audit_details_bytes,
+        "the audit details",
+    )
+}
+
+pub(crate) fn audit_query(q: &crate::audit::AuditQuery) -> Result<()> {
+    if let Some(r) = &q.resource {
+        resource(r)?;
+    }
+    if let Some(a) = &q.actor {
+        actor(a)?;
+    }
+    if let (Some(from), Some(to)) = (q.from, q.to) {
+        range(from, to)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn config_document(document: &serde_json::Value, limits: &StoreLimits) -> Result<()> {
+    json_size(
+        document,
+        limits.max_config_bytes,
+        "the configuration document",
+    )
+}
+
+pub(crate) fn prune_keep(keep: u32) -> Result<()> {
+    if keep == 0 {
+        return Err(Error::invalid_input(
+            "prune must keep at least the latest version",
+        ));
+    }
+    Ok(())
+}

@@ -45,6 +45,8 @@ mod broken {
         MeasurementStore, NewDevice, NewJob, Page, PageRequest, Point, RegistryStore, SeriesName,
         SeriesPoints, StoreLimits, Stores,
     };
+    use hub_store::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
+    use hub_store::{ConfigDocument, ConfigKind, ConfigStore};
 
     /// The bug to inject.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,18 @@ mod broken {
         SeqDecreasing,
         /// Not a bug: job seqs are sparse and start high (as from a global sequence).
         SeqSparse,
+        /// Audit `query` returns each page newest first.
+        AuditPageReversed,
+        /// Audit `query` includes records at `to`.
+        AuditToInclusive,
+        /// Audit `delete_before` ignores the tenant.
+        AuditRetentionAllTenants,
+        /// Config `put` ignores the expected latest version.
+        ConfigCasIgnored,
+        /// Config `prune` keeps one version too few.
+        ConfigPruneOffByOne,
+        /// Config `copy_latest` copies the source's first version instead of its latest.
+        ConfigCopyOldest,
     }
 
     #[derive(Debug)]
@@ -86,7 +100,9 @@ mod broken {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            audit: me.clone(),
+            config: me,
         }
     }
 
@@ -337,7 +353,7 @@ mod broken {
 
     impl MeasurementStore for Broken {
         fn append<'a>(&'a self, batch: &'a [SeriesPoints]) -> BoxFuture<'a, Result<AppendOutcome>> {
-            self.inner.append(batch)
+            MeasurementStore::append(&self.inner, batch)
         }
         fn read_range<'a>(
             &'a self,
@@ -377,7 +393,126 @@ mod broken {
             self.inner.list_series(tenant, device)
         }
         fn delete_before<'a>(&'a self, before: Timestamp) -> BoxFuture<'a, Result<u64>> {
-            self.inner.delete_before(before)
+            MeasurementStore::delete_before(&self.inner, before)
+        }
+    }
+    impl AuditStore for Broken {
+        fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+            AuditStore::append(&self.inner, record)
+        }
+        fn query<'a>(
+            &'a self,
+            query: &'a AuditQuery,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<AuditRecord>>> {
+            Box::pin(async move {
+                let mut q = query.clone();
+                if self.bug == Bug::AuditToInclusive {
+                    q.to = q.to.map(|t| t.saturating_add(Duration::from_millis(1)));
+                }
+                let mut p = self.inner.query(&q, page).await?;
+                if self.bug == Bug::AuditPageReversed {
+                    p.items.reverse();
+                }
+                Ok(p)
+            })
+        }
+        fn delete_before<'a>(
+            &'a self,
+            tenant: Option<&'a TenantId>,
+            before: Timestamp,
+        ) -> BoxFuture<'a, Result<u64>> {
+            let tenant = match self.bug {
+                Bug::AuditRetentionAllTenants => None,
+                _ => tenant,
+            };
+            AuditStore::delete_before(&self.inner, tenant, before)
+        }
+    }
+
+    impl ConfigStore for Broken {
+        fn put<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            kind: ConfigKind,
+            document: serde_json::Value,
+            created_by: &'a str,
+            expected_latest_version: Option<u64>,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<ConfigDocument>> {
+            let expected = match self.bug {
+                Bug::ConfigCasIgnored => None,
+                _ => expected_latest_version,
+            };
+            self.inner
+                .put(tenant, device, kind, document, created_by, expected, now)
+        }
+        fn latest<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            kind: ConfigKind,
+        ) -> BoxFuture<'a, Result<Option<ConfigDocument>>> {
+            self.inner.latest(tenant, device, kind)
+        }
+        fn get<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            kind: ConfigKind,
+            version: u64,
+        ) -> BoxFuture<'a, Result<Option<ConfigDocument>>> {
+            self.inner.get(tenant, device, kind, version)
+        }
+        fn list<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            kind: ConfigKind,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<ConfigDocument>>> {
+            self.inner.list(tenant, device, kind, page)
+        }
+        fn copy_latest<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            from: &'a DeviceId,
+            to: &'a DeviceId,
+            kind: ConfigKind,
+            created_by: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<ConfigDocument>> {
+            if self.bug != Bug::ConfigCopyOldest {
+                return self
+                    .inner
+                    .copy_latest(tenant, from, to, kind, created_by, now);
+            }
+            Box::pin(async move {
+                let oldest = self
+                    .inner
+                    .list(tenant, from, kind, PageRequest::default())
+                    .await?
+                    .items
+                    .pop()
+                    .ok_or_else(|| hub_core::Error::not_found("no configuration"))?;
+                self.inner
+                    .put(tenant, to, kind, oldest.document, created_by, None, now)
+                    .await
+            })
+        }
+        fn prune<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            device: &'a DeviceId,
+            kind: ConfigKind,
+            keep: u32,
+        ) -> BoxFuture<'a, Result<u64>> {
+            let keep = match self.bug {
+                Bug::ConfigPruneOffByOne if keep > 1 => keep - 1,
+                _ => keep,
+            };
+            self.inner.prune(tenant, device, kind, keep)
         }
     }
 }
@@ -431,6 +566,13 @@ async fn contract_checks_catch_injected_bugs() {
         (SeqDecreasing, "jobs_create"),
         (SeqDecreasing, "jobs_queue_head"),
         (SeqDecreasing, "concurrency_seq"),
+        (AuditPageReversed, "audit_append_and_page"),
+        (AuditToInclusive, "audit_subtree_and_filters"),
+        (AuditRetentionAllTenants, "audit_retention"),
+        (ConfigCasIgnored, "config_compare_and_set"),
+        (ConfigCasIgnored, "config_concurrent_puts"),
+        (ConfigPruneOffByOne, "config_prune"),
+        (ConfigCopyOldest, "config_copy_latest"),
     ] {
         assert!(fails(check, bug).await, "{check} did not notice {bug:?}");
     }
@@ -461,4 +603,22 @@ async fn the_kit_is_no_stricter_than_the_contract() {
     // Sparse seqs that start high are allowed: only their order is specified.
     let factory = conformance::factory(|| async { broken::stores(broken::Bug::SeqSparse) });
     conformance::run_all(factory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_and_config_model_check_catches_injected_bugs() {
+    use broken::Bug::*;
+    for bug in [
+        AuditPageReversed,
+        AuditToInclusive,
+        AuditRetentionAllTenants,
+        ConfigCasIgnored,
+        ConfigPruneOffByOne,
+        ConfigCopyOldest,
+    ] {
+        assert!(
+            fails("model_audit_and_config", bug).await,
+            "the audit and config model check did not notice {bug:?}"
+        );
+    }
 }

@@ -358,3 +358,94 @@ async fn online_backup_restores_to_a_working_store() {
     let out = restored.append(&batch("pump", 2)).await.unwrap();
     assert_eq!(out.inserted, 100, "the restored store takes writes");
 }
+
+fn audit_record(at: i64) -> hub_store::NewAuditRecord {
+    hub_store::NewAuditRecord {
+        at: t(at),
+        tenant: "acme".parse().unwrap(),
+        actor: "user:ann".into(),
+        action: "device.update".into(),
+        resource: "device:acme/pump-7".into(),
+        group: "acme/plant-1".parse().unwrap(),
+        outcome: hub_store::AuditOutcome::Allowed,
+        details: serde_json::json!({ "at": at }),
+    }
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
+    use hub_store::{AuditQuery, AuditStore, ConfigKind, ConfigStore, PageRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+        store
+            .create_tenant(&"acme".parse().unwrap(), "Acme", t(5))
+            .await
+            .unwrap();
+    }
+    {
+        // Turn the file back into what the previous release wrote: schema version 1, without
+        // the tables the audit/config migration adds (1 is the version just before it; keep it
+        // so if migrations are renumbered).
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE audit_log; DROP TABLE config_documents;")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+    let g = store.get_group(&"acme".parse().unwrap()).await.unwrap();
+    assert_eq!(g.map(|g| g.created_at), Some(t(5)), "old data survives");
+    let rec = AuditStore::append(&store, audit_record(10)).await.unwrap();
+    let page = store
+        .query(
+            &AuditQuery::subtree("acme".parse().unwrap()),
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![rec]);
+    let doc = store
+        .put(
+            &"acme".parse().unwrap(),
+            &"pump-7".parse().unwrap(),
+            ConfigKind::Desired,
+            serde_json::json!({ "rate": 5 }),
+            "user:ann",
+            Some(0),
+            t(11),
+        )
+        .await
+        .unwrap();
+    assert_eq!(doc.version, 1);
+}
+
+#[tokio::test]
+async fn audit_ids_are_not_reused_after_retention_and_reopen() {
+    use hub_store::AuditStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let mut last = 0;
+    {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+        for i in 0..3 {
+            last = AuditStore::append(&store, audit_record(100 + i))
+                .await
+                .unwrap()
+                .id;
+        }
+        let removed = AuditStore::delete_before(&store, None, t(1_000))
+            .await
+            .unwrap();
+        assert_eq!(removed, 3);
+    }
+    let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+    let next = AuditStore::append(&store, audit_record(2_000))
+        .await
+        .unwrap();
+    assert!(
+        next.id > last,
+        "an emptied and reopened log must not hand out id {} again (last was {last})",
+        next.id
+    );
+}

@@ -2,14 +2,16 @@
 //!
 //! Every backend of the storage traits ([`RegistryStore`](crate::RegistryStore),
 //! [`CredentialStore`](crate::CredentialStore), [`JobStore`](crate::JobStore),
-//! [`MeasurementStore`](crate::MeasurementStore)) must pass this kit: the in-memory reference,
+//! [`MeasurementStore`](crate::MeasurementStore), [`AuditStore`](crate::AuditStore),
+//! [`ConfigStore`](crate::ConfigStore)) must pass this kit: the in-memory reference,
 //! SQLite, PostgreSQL, and any backend an integrator brings. The trait documentation is the
 //! specification; each [`Check`] turns part of it into assertions that fail with a message
 //! naming what was expected and what the backend did.
 //!
 //! The kit has three parts:
 //!
-//! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`): fixed
+//! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`,
+//!   `audit_*`, `config_*`): fixed
 //!   scenarios with hand-computed answers, including the traps backends fall into (string
 //!   prefixes instead of whole group segments, hourly rollups that double count a duplicate or
 //!   align buckets to the query instead of the epoch, half-stored batches, leases that never
@@ -22,6 +24,9 @@
 //!   compared: `Ok` values field by field (sums and means with a float tolerance), errors by
 //!   [`ErrorKind`]. Where the specification leaves an order open (jobs due at the same
 //!   time) the comparison does too.
+//!   `model_audit_and_config` does the same for the audit log and configuration documents in
+//!   sequences of its own (24 cases), mapping the backend's audit ids onto the reference's after
+//!   checking that they increase.
 //!
 //! ## Running it on your backend
 //!
@@ -93,6 +98,15 @@
 //! - Values read back are bit-exact `f64`s (`0.1`, `1/3`, `-1e300`, `1e-300`, `f64::MAX`).
 //! - Job `seq` values are the backend's own: the kit checks only that they increase per device
 //!   in creation order and never change (sparse numbers from a global sequence are fine).
+//! - Audit ids are the backend's own too: they must strictly increase in append order and never
+//!   come back after retention, but may be sparse. Configuration versions are not: they are
+//!   1, 2, 3, ... per (tenant, device, kind), with no gaps, and continue after pruning.
+//! - Audit `from` is inclusive and `to` exclusive, like every range of the crate; an empty
+//!   range is [`InvalidInput`](ErrorKind::InvalidInput). `actor` and `resource` filters are
+//!   exact matches.
+//! - `ConfigStore::put` with `Some(0)` means "only if there is no version yet"; racing puts
+//!   with the same expected version: one wins, every other one is
+//!   [`PreconditionFailed`](ErrorKind::PreconditionFailed).
 //!
 //! The kit never measures time. It takes under a second on the memory backend (debug build)
 //! and makes about six thousand store calls in all, most of them small, so a networked
@@ -108,11 +122,14 @@ use hub_core::{BoxFuture, DeviceId, ErrorKind, GroupPath, JobId, Result, TenantI
 use crate::measurements::SeriesName;
 use crate::{Page, PageRequest, StoreLimits, Stores};
 
+mod audit;
 mod concurrency;
+mod config;
 mod credentials;
 mod jobs;
 mod measurements;
 mod model;
+mod model_records;
 mod registry;
 
 /// Makes a fresh, empty set of stores for one check.
@@ -197,6 +214,17 @@ pub fn checks() -> Vec<Check> {
         check!("measurements_delete_before", measurements::delete_before),
         check!("measurements_invalid_input", measurements::invalid_input),
         check!("model_random_operations", model::random_operations),
+        check!("audit_append_and_page", audit::append_and_page),
+        check!("audit_subtree_and_filters", audit::subtree_and_filters),
+        check!("audit_invalid_input", audit::invalid_input),
+        check!("audit_retention", audit::retention),
+        check!("config_versions", config::versions_per_device),
+        check!("config_compare_and_set", config::compare_and_set),
+        check!("config_concurrent_puts", config::concurrent_puts),
+        check!("config_copy_latest", config::copy_latest),
+        check!("config_prune", config::prune),
+        check!("config_limits", config::limits),
+        check!("model_audit_and_config", model_records::random_operations),
     ]
 }
 

@@ -256,11 +256,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn tenant_of(t: u8) -> TenantId {
+pub(super) fn tenant_of(t: u8) -> TenantId {
     super::tenant(TENANTS[t as usize % 2])
 }
 
-fn group_of(t: u8, g: u8) -> GroupPath {
+pub(super) fn group_of(t: u8, g: u8) -> GroupPath {
     let rel = GROUPS[g as usize % GROUPS.len()];
     let t = TENANTS[t as usize % 2];
     if rel.is_empty() {
@@ -270,7 +270,7 @@ fn group_of(t: u8, g: u8) -> GroupPath {
     }
 }
 
-fn device_of(d: u8) -> DeviceId {
+pub(super) fn device_of(d: u8) -> DeviceId {
     super::dev(DEVICES[d as usize % DEVICES.len()])
 }
 
@@ -300,7 +300,7 @@ fn due_of(d: u8) -> Timestamp {
 
 /// Compares two results: equal `Ok` values, or errors of the same kind.
 #[track_caller]
-fn same<T: PartialEq + Debug>(got: Result<T>, want: Result<T>, what: &str) -> Option<T> {
+pub(super) fn same<T: PartialEq + Debug>(got: Result<T>, want: Result<T>, what: &str) -> Option<T> {
     match (got, want) {
         (Ok(g), Ok(w)) => {
             assert_eq!(
@@ -331,7 +331,7 @@ fn same<T: PartialEq + Debug>(got: Result<T>, want: Result<T>, what: &str) -> Op
 }
 
 /// Walks every page of a listing; an error on any page is the result.
-async fn collect<T, F, Fut>(limit: u32, mut fetch: F) -> Result<Vec<T>>
+pub(super) async fn collect<T, F, Fut>(limit: u32, mut fetch: F) -> Result<Vec<T>>
 where
     F: FnMut(PageRequest) -> Fut,
     Fut: std::future::Future<Output = Result<Page<T>>>,

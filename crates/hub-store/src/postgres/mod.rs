@@ -9,7 +9,11 @@
 //!   the winner's job;
 //! - job and device updates are compare-and-set statements on the version;
 //! - exclusive-control leases are taken with one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`;
-//! - measurement points and their hourly rollups are written by one statement per append.
+//! - measurement points and their hourly rollups are written by one statement per append;
+//! - audit ids come from an identity column; a configuration document's version is computed as
+//!   `max(version) + 1` in the inserting statement, and the primary key on (tenant, device,
+//!   kind, version) makes one of two racing writers fail: a compare-and-set loser answers
+//!   `PreconditionFailed`, an unconditional writer retries.
 //!
 //! Timestamps are stored as `BIGINT` milliseconds, JSON documents as the exact `TEXT` that
 //! `serde_json` produced (so they read back exactly as written), job ids as `UUID`, and text
@@ -41,6 +45,8 @@ use hub_core::{Error, ErrorKind, GroupPath, Result};
 
 use crate::{StoreLimits, Stores, bad_cursor};
 
+mod audit;
+mod config;
 mod jobs;
 mod measurements;
 mod registry;
@@ -159,7 +165,9 @@ impl PostgresStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            audit: me.clone(),
+            config: me,
         }
     }
 

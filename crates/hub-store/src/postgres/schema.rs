@@ -128,6 +128,36 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rollups_hour ON rollups (hour);
     "#,
+    // The audit log and device configuration documents. Audit ids come from an identity
+    // column (a sequence: never reused, also after retention); configuration versions are
+    // unique per device and kind through the primary key, which settles racing writers.
+    r#"
+    CREATE TABLE audit_log (
+        id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at         BIGINT NOT NULL,
+        tenant     TEXT COLLATE "C" NOT NULL,
+        actor      TEXT COLLATE "C" NOT NULL,
+        action     TEXT COLLATE "C" NOT NULL,
+        resource   TEXT COLLATE "C" NOT NULL,
+        group_path TEXT COLLATE "C" NOT NULL,
+        outcome    TEXT NOT NULL,
+        details    TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_group ON audit_log (group_path, id);
+    CREATE INDEX audit_log_resource ON audit_log (tenant, resource, id);
+    CREATE INDEX audit_log_time ON audit_log (tenant, at);
+
+    CREATE TABLE config_documents (
+        tenant     TEXT COLLATE "C" NOT NULL,
+        device     TEXT COLLATE "C" NOT NULL,
+        kind       TEXT NOT NULL,
+        version    BIGINT NOT NULL,
+        document   TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (tenant, device, kind, version)
+    );
+    "#,
 ];
 
 /// The advisory lock key for migrating `schema` (FNV-1a of a fixed label and the schema name),

@@ -34,6 +34,8 @@ use hub_core::{Error, Result};
 
 use crate::{Durability, StoreLimits, Stores};
 
+mod audit;
+mod config;
 mod credentials;
 mod jobs;
 mod measurements;
@@ -200,7 +202,9 @@ impl SqliteStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            audit: me.clone(),
+            config: me,
         }
     }
 

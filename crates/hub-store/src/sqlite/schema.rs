@@ -7,7 +7,8 @@ use hub_core::{Error, Result};
 use super::db_err;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE groups (
     path         TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -114,7 +115,37 @@ CREATE TABLE rollups_hour (
     last_value  REAL NOT NULL,
     PRIMARY KEY (series_id, hour)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // The audit log and device configuration documents. AUTOINCREMENT so that an audit id is
+    // never handed out again after retention removed the newest records.
+    r#"
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    tenant     TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    group_path TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    details    TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_group ON audit_log (group_path, id);
+CREATE INDEX audit_log_by_resource ON audit_log (tenant, resource, id);
+CREATE INDEX audit_log_by_time ON audit_log (tenant, at);
+
+CREATE TABLE config_documents (
+    tenant     TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (tenant, device, kind, version)
+) WITHOUT ROWID;
+"#,
+];
 
 /// The schema version this code writes.
 pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
