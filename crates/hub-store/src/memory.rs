@@ -726,7 +726,9 @@ impl MeasurementStore for MemoryStore {
             validate::range(from, to)?;
             let after: Option<i64> = parse_cursor(&page.after)?;
             let limit = page.effective_limit(&self.limits);
-            let start = after.map_or(from.as_millis(), |a| (a + 1).max(from.as_millis()));
+            let start = after.map_or(from.as_millis(), |a| {
+                a.saturating_add(1).max(from.as_millis())
+            });
             let s = self.lock();
             let items: Vec<Point> = s
                 .points

@@ -232,7 +232,7 @@ impl MeasurementStore for SqliteStore {
             let start = match page.after {
                 Some(a) => {
                     let after: i64 = a.parse().map_err(|_| bad_cursor())?;
-                    (after + 1).max(from.as_millis())
+                    after.saturating_add(1).max(from.as_millis())
                 }
                 None => from.as_millis(),
             };
@@ -268,8 +268,15 @@ impl MeasurementStore for SqliteStore {
         Box::pin(async move {
             let width = validate::aggregate(query, self.limits())?;
             let q = query.clone();
-            self.read(move |conn| aggregate_blocking(conn, &q, width))
-                .await
+            // One read transaction: the rollups and the points of partial hours are read from the
+            // same snapshot, so a concurrent append is seen whole or not at all.
+            self.read(move |conn| {
+                conn.execute_batch("BEGIN").map_err(db_err)?;
+                let out = aggregate_blocking(conn, &q, width);
+                let _ = conn.execute_batch("COMMIT");
+                out
+            })
+            .await
         })
     }
 

@@ -117,7 +117,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// One permit per read connection: reads beyond it wait here instead of opening (and
     /// throwing away) extra connections, which costs far more than the wait.
-    read_permits: tokio::sync::Semaphore,
+    read_permits: Arc<tokio::sync::Semaphore>,
     limits: StoreLimits,
 }
 
@@ -189,7 +189,7 @@ impl SqliteStore {
                 path: config.path,
                 writer: tx,
                 readers: Mutex::new(Vec::new()),
-                read_permits: tokio::sync::Semaphore::new(config.readers.max(1)),
+                read_permits: Arc::new(tokio::sync::Semaphore::new(config.readers.max(1))),
                 limits: config.limits,
             }),
         })
@@ -261,13 +261,17 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let _permit = self
+        // The permit moves into the blocking task: if the caller is dropped mid-read, the
+        // connection is still out until the task returns it, and so is the permit.
+        let permit = self
             .inner
             .read_permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::unavailable("the SQLite store is closed"))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = inner.take_reader()?;
             let out = f(&conn);
             inner.give_back(conn);
@@ -318,7 +322,9 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn WriteJob>>, max_
         for reply in replies.drain(..) {
             reply(match &committed {
                 Ok(()) => Ok(()),
-                Err(e) => Err(Error::unavailable(format!("the commit failed: {e}"))),
+                // The detail stays generic: SQLite's message is for the logs, not for clients.
+                Err(e) => Err(Error::unavailable("the write was not committed; retry it")
+                    .with_source(std::io::Error::other(e.to_string()))),
             });
         }
     }
@@ -330,6 +336,9 @@ fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Runs one group commit. `Ok` when `COMMIT` succeeded: every request that ran gets its own
+/// result. `Err` when the transaction was lost: every request that ran gets an error, and none of
+/// their writes survive. Requests that did not run are answered at once.
 fn run_batch(
     conn: &Connection,
     batch: &mut Vec<Box<dyn WriteJob>>,
@@ -337,37 +346,70 @@ fn run_batch(
 ) -> rusqlite::Result<()> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         for job in batch.drain(..) {
-            job.abort(Error::unavailable(format!(
-                "cannot begin a transaction: {e}"
-            )));
+            job.abort(
+                Error::unavailable("the database cannot start a transaction; retry")
+                    .with_source(std::io::Error::other(e.to_string())),
+            );
         }
         return Ok(());
     }
-    for job in batch.drain(..) {
+    let mut jobs = batch.drain(..);
+    let mut broken: Option<rusqlite::Error> = None;
+    for job in &mut jobs {
         if let Err(e) = exec_cached(conn, "SAVEPOINT request") {
-            job.abort(Error::unavailable(format!("cannot open a savepoint: {e}")));
-            continue;
+            job.abort(Error::unavailable(
+                "the database cannot open a savepoint; retry",
+            ));
+            broken = Some(e);
+            break;
         }
         // A panicking request is a bug; it must not take the writer (and every later write)
-        // down with it. Its savepoint is rolled back and its caller sees an internal error.
+        // down with it. Its savepoint is rolled back; its caller, whose reply was dropped in the
+        // unwinding, sees the writer as unavailable.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
-        let (failed, reply) = match ran {
-            Ok(r) => r,
-            Err(_) => {
-                let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
-                continue;
+        let undone = match ran {
+            Ok((failed, reply)) => {
+                replies.push(reply);
+                if failed {
+                    exec_cached(conn, "ROLLBACK TO request")
+                } else {
+                    Ok(())
+                }
             }
+            Err(_) => exec_cached(conn, "ROLLBACK TO request"),
         };
-        if failed {
-            let _ = exec_cached(conn, "ROLLBACK TO request");
+        if let Err(e) = undone.and_then(|()| exec_cached(conn, "RELEASE request")) {
+            // A failed request whose writes cannot be undone must not be committed with the
+            // others: give up the whole batch.
+            broken = Some(e);
+            break;
         }
-        let _ = exec_cached(conn, "RELEASE request");
-        replies.push(reply);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (disk full, I/O error, out of
+            // memory): the writes of the requests that ran are gone.
+            broken = Some(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the transaction was rolled back by SQLite".into()),
+            ));
+            break;
+        }
     }
+    if let Some(e) = broken {
+        for job in jobs {
+            job.abort(Error::unavailable("the write was not committed; retry it"));
+        }
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return Err(e);
+    }
+    drop(jobs);
     match conn.execute_batch("COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             Err(e)
         }
     }

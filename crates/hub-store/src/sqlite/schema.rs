@@ -155,6 +155,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(db_err)?;
+    if found < 0 {
+        return Err(Error::unavailable(format!(
+            "the database schema version {found} is not one this hub wrote"
+        )));
+    }
     if found > CURRENT {
         return Err(Error::unavailable(format!(
             "the database schema is at version {found}, newer than this hub supports \
