@@ -51,22 +51,28 @@ pub mod sqlite;
 mod rollup;
 mod validate;
 
-pub use credentials::{AccessKeyRecord, CredentialStore};
+pub use credentials::{
+    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
+    RotateOutcome,
+};
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, MeasurementStore, Point, SeriesName,
     SeriesPoints,
 };
-pub use registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+pub use registry::{
+    Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
+    UserPatch,
+};
 
 pub use hub_core::{BoxFuture, Error, ErrorKind, Result};
 
 /// The stores an application needs, usually all served by one backend.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    /// Tenants, groups and devices.
+    /// Tenants, groups, devices, users and OAuth clients.
     pub registry: Arc<dyn RegistryStore>,
-    /// Device credentials.
+    /// Credentials (hashes only).
     pub credentials: Arc<dyn CredentialStore>,
     /// Jobs.
     pub jobs: Arc<dyn JobStore>,
@@ -103,6 +109,13 @@ pub struct StoreLimits {
     pub max_page_size: u32,
     /// The most aggregate buckets one query may produce.
     pub max_buckets: u32,
+    /// The largest grant payload, serialized JSON bytes.
+    #[serde(default = "default_grant_payload")]
+    pub max_grant_payload_bytes: usize,
+}
+
+fn default_grant_payload() -> usize {
+    8 * 1024
 }
 
 impl Default for StoreLimits {
@@ -114,6 +127,7 @@ impl Default for StoreLimits {
             max_points_per_append: 100_000,
             max_page_size: 1000,
             max_buckets: 100_000,
+            max_grant_payload_bytes: default_grant_payload(),
         }
     }
 }

@@ -110,10 +110,12 @@ use crate::{Page, PageRequest, StoreLimits, Stores};
 
 mod concurrency;
 mod credentials;
+mod grants;
 mod jobs;
 mod measurements;
 mod model;
 mod registry;
+mod users;
 
 /// Makes a fresh, empty set of stores for one check.
 pub type StoresFactory = Arc<dyn Fn() -> BoxFuture<'static, Stores> + Send + Sync>;
@@ -197,6 +199,17 @@ pub fn checks() -> Vec<Check> {
         check!("measurements_delete_before", measurements::delete_before),
         check!("measurements_invalid_input", measurements::invalid_input),
         check!("model_random_operations", model::random_operations),
+        check!("identity_users", users::users_crud),
+        check!("identity_list_users", users::list_users),
+        check!("identity_clients", users::clients),
+        check!("identity_move_group", users::move_group),
+        check!("identity_passwords", grants::passwords),
+        check!("identity_single_use_grants", grants::single_use),
+        check!("identity_concurrent_consume", grants::concurrent_consume),
+        check!("identity_device_flow", grants::device_flow),
+        check!("identity_refresh_rotation", grants::refresh_rotation),
+        check!("identity_concurrent_rotation", grants::concurrent_rotation),
+        check!("identity_tenant_isolation", grants::tenant_isolation),
     ]
 }
 

@@ -41,10 +41,12 @@ use hub_core::{Error, ErrorKind, GroupPath, Result};
 
 use crate::{StoreLimits, Stores, bad_cursor};
 
+mod grants;
 mod jobs;
 mod measurements;
 mod registry;
 mod schema;
+mod users;
 
 pub use schema::SCHEMA_VERSION;
 

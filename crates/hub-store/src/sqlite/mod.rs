@@ -35,10 +35,12 @@ use hub_core::{Error, Result};
 use crate::{Durability, StoreLimits, Stores};
 
 mod credentials;
+mod grants;
 mod jobs;
 mod measurements;
 mod registry;
 mod schema;
+mod users;
 
 /// How to open a [`SqliteStore`].
 #[derive(Debug, Clone)]
