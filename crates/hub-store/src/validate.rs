@@ -345,3 +345,62 @@ pub(crate) fn rebased(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_follow_rfc_9700() {
+        for ok in [
+            "https://app.example.com/callback",
+            "https://app.example.com:8443/cb?x=1",
+            "https://app.example.com",
+            "http://localhost/cb",
+            "http://localhost:8080/cb",
+            "http://127.0.0.1:51004/oauth",
+            "http://[::1]:9000/cb",
+            "http://127.0.0.1?code=1",
+        ] {
+            assert!(redirect_uri(ok).is_ok(), "{ok} should be allowed");
+        }
+        for bad in [
+            "",
+            "http://app.example.com/cb",
+            "http://localhost.evil.com/cb",
+            "http://127.0.0.1.nip.io/cb",
+            "http://[::2]/cb",
+            "https://app.example.com/cb#fragment",
+            "https://app.example.com/cb#",
+            "https://user:pw@app.example.com/cb",
+            "https:///cb",
+            "https://:443/cb",
+            "https://app.example.com:/cb",
+            "https://app.example.com:99999x/cb",
+            "https://[::1/cb",
+            "/cb",
+            "app://callback",
+            "javascript:alert(1)",
+            "HTTPS://app.example.com/cb",
+            "https://app.example.com/c b",
+            "https://app.example.com/\u{e9}",
+        ] {
+            let e = redirect_uri(bad).expect_err(bad);
+            assert_eq!(e.kind(), hub_core::ErrorKind::InvalidInput, "{bad}");
+        }
+        assert!(redirect_uri(&format!("https://a.example/{}", "x".repeat(3000))).is_err());
+    }
+
+    #[test]
+    fn emails_and_tokens() {
+        assert!(email(None).is_ok());
+        assert!(email(Some("erin@acme.example")).is_ok());
+        for bad in ["", "erin", "@acme", "erin@", "er in@acme.example"] {
+            assert!(email(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(token("abc", 3, "x").is_ok());
+        assert!(token("abcd", 3, "x").is_err());
+        assert!(token("", 3, "x").is_err());
+        assert!(token("a b", 3, "x").is_err());
+    }
+}
