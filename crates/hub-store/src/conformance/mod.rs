@@ -203,6 +203,7 @@ pub fn checks() -> Vec<Check> {
         check!("identity_list_users", users::list_users),
         check!("identity_clients", users::clients),
         check!("identity_move_group", users::move_group),
+        check!("identity_concurrent_move", users::concurrent_move),
         check!("identity_passwords", grants::passwords),
         check!("identity_single_use_grants", grants::single_use),
         check!("identity_concurrent_consume", grants::concurrent_consume),

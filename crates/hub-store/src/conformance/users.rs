@@ -699,3 +699,97 @@ pub(super) async fn move_group(factory: StoresFactory) {
         "a group created after the first move moves with the second"
     );
 }
+
+/// A subtree moves while devices, users and child groups are being created inside it: whatever
+/// interleaving the backend picks, nothing may end up pointing at a group that no longer exists.
+pub(super) async fn concurrent_move(factory: StoresFactory) {
+    const CREATORS: usize = 8;
+    for round in 0..3 {
+        let reg = factory().await.registry;
+        tree(&reg, "acme", &["acme/old", "acme/old/a", "acme/dst"]).await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..CREATORS {
+            let r = reg.clone();
+            set.spawn(async move {
+                let d = r
+                    .create_device(new_device(&format!("d-{i}"), "acme/old/a"), ts(T0))
+                    .await
+                    .map(|_| ());
+                let u = r
+                    .create_user(new_user(&format!("u-{i}"), "acme/old/a"), ts(T0))
+                    .await
+                    .map(|_| ());
+                let g = r
+                    .create_group(&group(&format!("acme/old/a/g-{i}")), "g", ts(T0))
+                    .await
+                    .map(|_| ());
+                (i, d, u, g)
+            });
+            if i == CREATORS / 2 {
+                let r = reg.clone();
+                set.spawn(async move {
+                    let m = r
+                        .move_group(&group("acme/old"), &group("acme/dst/new"), ts(T0 + 1))
+                        .await
+                        .map(|_| ());
+                    (usize::MAX, m, Ok(()), Ok(()))
+                });
+            }
+        }
+        while let Some(joined) = set.join_next().await {
+            let (i, a, b, c) = joined.expect("a racing task panicked");
+            if i == usize::MAX {
+                ok(
+                    a,
+                    &format!("round {round}: move_group racing with creations"),
+                );
+                continue;
+            }
+            for (what, r) in [
+                ("create_device", a),
+                ("create_user", b),
+                ("create_group", c),
+            ] {
+                if let Err(e) = r {
+                    assert_eq!(
+                        e.kind(),
+                        ErrorKind::NotFound,
+                        "round {round}: {what} #{i} racing with a move may only fail because \
+                         its group moved away, got {e}"
+                    );
+                }
+            }
+        }
+        let groups = all_groups(&reg, &group("acme"), 0).await;
+        let paths: Vec<&GroupPath> = groups.iter().map(|g| &g.path).collect();
+        assert!(
+            !paths.contains(&&group("acme/old")),
+            "round {round}: the moved group is gone from its old place"
+        );
+        for g in &groups {
+            if let Some(parent) = g.path.parent() {
+                assert!(
+                    paths.contains(&&parent),
+                    "round {round}: group {} lost its parent {parent} in the move",
+                    g.path
+                );
+            }
+        }
+        for d in all_devices(&reg, &group("acme"), None, 0).await {
+            assert!(
+                paths.contains(&&d.group),
+                "round {round}: device {} points at the missing group {}",
+                d.id,
+                d.group
+            );
+        }
+        for u in all_users(&reg, &group("acme"), 0).await {
+            assert!(
+                paths.contains(&&u.group),
+                "round {round}: user {} points at the missing group {}",
+                u.id,
+                u.group
+            );
+        }
+    }
+}

@@ -198,12 +198,21 @@ impl PostgresStore {
             &[&from.as_str(), &to.as_str(), &below, &tenant.as_str()],
         )
         .await?;
-        execute(
-            &tx,
-            "DELETE FROM groups WHERE path = $1 OR path LIKE $2",
-            &[&from.as_str(), &below],
-        )
-        .await?;
+        // A row that slipped into the subtree after the rewrites (under a group created while
+        // the move began) makes the delete fail its foreign key: nothing is changed then.
+        let stmt = tx
+            .prepare_cached("DELETE FROM groups WHERE path = $1 OR path LIKE $2")
+            .await
+            .map_err(db_error)?;
+        match tx.execute(&stmt, &[&from.as_str(), &below]).await {
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => {
+                return Err(Error::conflict(format!(
+                    "group {from} changed while it was moving; try again"
+                )));
+            }
+            Err(e) => return Err(db_error(e)),
+        }
         let row = query_opt(
             &tx,
             "SELECT path, display_name, created_at, updated_at FROM groups WHERE path = $1",
