@@ -16,6 +16,11 @@
 //!   lapse, queues ordered by id instead of creation order).
 //! - **Concurrency checks** (`concurrency_*`): many tokio tasks racing on one job, one queue, one
 //!   idempotency key, one batch of points. They need a multi-thread runtime to race for real.
+//! - **Identity checks** (`identity_*`): users and OAuth clients, subtree listings that keep
+//!   `acme/plant-1` and `acme/plant-10` apart, `move_group` rewriting every descendant (and
+//!   racing with creations inside the moving subtree), password hashes, single-use grants
+//!   consumed by exactly one of many racing callers, the device-code approval flow, expiry,
+//!   refresh-token rotation, replay detection that revokes the family, and tenant isolation.
 //! - **The model check** (`model_random_operations`): 64 deterministic random sequences of
 //!   operations over small id alphabets (so that collisions happen) are applied both to the
 //!   backend and to a fresh [`MemoryStore`](crate::memory::MemoryStore), and every answer is
@@ -93,6 +98,12 @@
 //! - Values read back are bit-exact `f64`s (`0.1`, `1/3`, `-1e300`, `1e-300`, `f64::MAX`).
 //! - Job `seq` values are the backend's own: the kit checks only that they increase per device
 //!   in creation order and never change (sparse numbers from a global sequence are fine).
+//!
+//! - `move_group` also rewrites the group of the subtree's OAuth clients and jobs; moved devices
+//!   and users get a new version and `updated_at`.
+//! - A grant or refresh token is live while `now < expires_at`.
+//! - Of concurrent rotations of one refresh token exactly one is `Rotated`; every other one is
+//!   `Reused` (never `Invalid`), and the family, the winner's new token included, ends revoked.
 //!
 //! The kit never measures time. It takes under a second on the memory backend (debug build)
 //! and makes about six thousand store calls in all, most of them small, so a networked
