@@ -358,3 +358,66 @@ async fn online_backup_restores_to_a_working_store() {
     let out = restored.append(&batch("pump", 2)).await.unwrap();
     assert_eq!(out.inserted, 100, "the restored store takes writes");
 }
+
+#[tokio::test]
+async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+        store
+            .create_tenant(&"acme".parse().unwrap(), "Acme", t(5))
+            .await
+            .unwrap();
+    }
+    // Turn it back into the database of the release before: the identity migration is the
+    // last one, so drop its tables and step user_version back by one.
+    let current: i64 = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE users; DROP TABLE oauth_clients; DROP TABLE grants; \
+             DROP TABLE refresh_tokens;",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", v - 1).unwrap();
+        v
+    };
+    let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+    assert_eq!(
+        store
+            .get_group(&"acme".parse().unwrap())
+            .await
+            .unwrap()
+            .map(|g| g.created_at),
+        Some(t(5)),
+        "the upgrade keeps existing data"
+    );
+    let user = store
+        .create_user(
+            hub_store::NewUser {
+                id: "erin".parse().unwrap(),
+                group: "acme".parse().unwrap(),
+                display_name: "Erin".into(),
+                email: None,
+                role: hub_core::Role::Admin,
+            },
+            t(6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        user.version, 1,
+        "the identity tables exist after the upgrade"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert!(
+        v >= 2,
+        "user_version is at least 2 after the upgrade, got {v}"
+    );
+}
