@@ -57,22 +57,28 @@ mod validate;
 
 pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
 pub use config::{ConfigDocument, ConfigKind, ConfigStore};
-pub use credentials::{AccessKeyRecord, CredentialStore};
+pub use credentials::{
+    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
+    RotateOutcome,
+};
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, MeasurementStore, Point, SeriesName,
     SeriesPoints,
 };
-pub use registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+pub use registry::{
+    Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
+    UserPatch,
+};
 
 pub use hub_core::{BoxFuture, Error, ErrorKind, Result};
 
 /// The stores an application needs, usually all served by one backend.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    /// Tenants, groups and devices.
+    /// Tenants, groups, devices, users and OAuth clients.
     pub registry: Arc<dyn RegistryStore>,
-    /// Device credentials.
+    /// Credentials (hashes only).
     pub credentials: Arc<dyn CredentialStore>,
     /// Jobs.
     pub jobs: Arc<dyn JobStore>,
@@ -121,6 +127,13 @@ pub struct StoreLimits {
     /// when missing from a configuration written before it existed.
     #[serde(default = "default_max_config_bytes")]
     pub max_config_bytes: usize,
+    /// The largest grant payload, serialized JSON bytes.
+    #[serde(default = "default_grant_payload")]
+    pub max_grant_payload_bytes: usize,
+}
+
+fn default_grant_payload() -> usize {
+    8 * 1024
 }
 
 impl Default for StoreLimits {
@@ -134,6 +147,7 @@ impl Default for StoreLimits {
             max_buckets: 100_000,
             max_audit_details_bytes: default_max_audit_details_bytes(),
             max_config_bytes: default_max_config_bytes(),
+            max_grant_payload_bytes: default_grant_payload(),
         }
     }
 }

@@ -5,22 +5,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hub_core::{
-    BoxFuture, DeviceId, Error, GroupPath, JobId, JobState, Result, TenantId, Timestamp,
+    BoxFuture, ClientId, DeviceId, Error, GroupPath, JobId, JobState, Result, TenantId, Timestamp,
+    UserId,
 };
 
 use crate::audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
 use crate::config::{ConfigDocument, ConfigKind, ConfigStore};
-use crate::credentials::{AccessKeyRecord, CredentialStore};
+use crate::credentials::{
+    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
+    RotateOutcome,
+};
 use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
 use crate::measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, HOUR_MS, MeasurementStore, Point,
     SeriesName, SeriesPoints, bucket_start,
 };
-use crate::registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+use crate::registry::{
+    Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
+    UserPatch,
+};
 use crate::rollup::{Acc, fold};
 use crate::{Page, PageRequest, StoreLimits, Stores, bad_cursor, validate};
 
 type DeviceKey = (TenantId, DeviceId);
+type UserKey = (TenantId, UserId);
 
 #[derive(Debug, Default)]
 struct State {
@@ -37,6 +45,11 @@ struct State {
     /// come back.
     audit_seq: u64,
     configs: HashMap<(TenantId, DeviceId, ConfigKind), BTreeMap<u64, ConfigDocument>>,
+    users: BTreeMap<UserKey, User>,
+    passwords: HashMap<UserKey, String>,
+    clients: BTreeMap<ClientId, OAuthClient>,
+    grants: BTreeMap<(GrantKind, String), Grant>,
+    refresh: BTreeMap<String, RefreshRecord>,
 }
 
 /// The in-memory backend. Clones share the same data.
@@ -189,6 +202,12 @@ impl RegistryStore for MemoryStore {
             }
             if s.devices.values().any(|d| d.group == *path) {
                 return Err(Error::conflict(format!("group {path} has devices")));
+            }
+            if s.users.values().any(|u| u.group == *path) {
+                return Err(Error::conflict(format!("group {path} has users")));
+            }
+            if s.clients.values().any(|c| c.group == *path) {
+                return Err(Error::conflict(format!("group {path} owns OAuth clients")));
             }
             s.groups.remove(path);
             Ok(())
@@ -351,6 +370,251 @@ impl RegistryStore for MemoryStore {
             Ok(Page::from_overfetch(items, limit, |d| d.id.to_string()))
         })())
     }
+    fn move_group<'a>(
+        &'a self,
+        from: &'a GroupPath,
+        to: &'a GroupPath,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Group>> {
+        ready((|| {
+            validate::move_group(from, to)?;
+            let mut s = self.lock();
+            if !s.groups.contains_key(from) {
+                return Err(Error::not_found(format!("group {from} does not exist")));
+            }
+            if let Some(parent) = to.parent()
+                && !s.groups.contains_key(&parent)
+            {
+                return Err(Error::not_found(format!(
+                    "parent group {parent} does not exist"
+                )));
+            }
+            if s.groups.contains_key(to) {
+                return Err(Error::conflict(format!("group {to} already exists")));
+            }
+            // Compute every new path before changing anything.
+            let mut moved = Vec::new();
+            for path in s.groups.keys().filter(|g| from.contains(g)) {
+                moved.push((path.clone(), validate::rebased(path, from, to)?));
+            }
+            for (old, new) in moved {
+                if let Some(mut g) = s.groups.remove(&old) {
+                    g.path = new.clone();
+                    g.updated_at = now;
+                    s.groups.insert(new, g);
+                }
+            }
+            for d in s.devices.values_mut().filter(|d| from.contains(&d.group)) {
+                d.group = validate::rebased(&d.group, from, to)?;
+                d.version += 1;
+                d.updated_at = now;
+            }
+            for u in s.users.values_mut().filter(|u| from.contains(&u.group)) {
+                u.group = validate::rebased(&u.group, from, to)?;
+                u.version += 1;
+                u.updated_at = now;
+            }
+            for c in s.clients.values_mut().filter(|c| from.contains(&c.group)) {
+                c.group = validate::rebased(&c.group, from, to)?;
+            }
+            for j in s.jobs.values_mut().filter(|j| from.contains(&j.group)) {
+                j.group = validate::rebased(&j.group, from, to)?;
+            }
+            s.groups
+                .get(to)
+                .cloned()
+                .ok_or_else(|| Error::internal(std::io::Error::other("moved group vanished")))
+        })())
+    }
+
+    fn create_user<'a>(&'a self, user: NewUser, now: Timestamp) -> BoxFuture<'a, Result<User>> {
+        ready((|| {
+            validate::new_user(&user)?;
+            let mut s = self.lock();
+            if !s.groups.contains_key(&user.group) {
+                return Err(Error::not_found(format!(
+                    "group {} does not exist",
+                    user.group
+                )));
+            }
+            let tenant = user.group.tenant();
+            let key = (tenant.clone(), user.id.clone());
+            if s.users.contains_key(&key) {
+                return Err(Error::conflict(format!("user {} already exists", user.id)));
+            }
+            let u = User {
+                tenant,
+                id: user.id,
+                group: user.group,
+                display_name: user.display_name,
+                email: user.email,
+                role: user.role,
+                disabled: false,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            s.users.insert(key, u.clone());
+            Ok(u)
+        })())
+    }
+
+    fn get_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<User>>> {
+        ready(Ok(self
+            .lock()
+            .users
+            .get(&(tenant.clone(), id.clone()))
+            .cloned()))
+    }
+
+    fn update_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+        patch: UserPatch,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<User>> {
+        ready((|| {
+            validate::user_patch(&patch)?;
+            if let Some(g) = &patch.group
+                && g.tenant() != *tenant
+            {
+                return Err(Error::invalid_input("a user cannot move to another tenant"));
+            }
+            let mut s = self.lock();
+            if let Some(g) = &patch.group
+                && !s.groups.contains_key(g)
+            {
+                return Err(Error::not_found(format!("group {g} does not exist")));
+            }
+            let u = s
+                .users
+                .get_mut(&(tenant.clone(), id.clone()))
+                .ok_or_else(|| Error::not_found(format!("user {id} does not exist")))?;
+            if let Some(v) = expected_version
+                && u.version != v
+            {
+                return Err(Error::precondition_failed(format!(
+                    "user {id} is at version {}, not {v}",
+                    u.version
+                )));
+            }
+            if let Some(name) = patch.display_name {
+                u.display_name = name;
+            }
+            if let Some(email) = patch.email {
+                u.email = email;
+            }
+            if let Some(role) = patch.role {
+                u.role = role;
+            }
+            if let Some(disabled) = patch.disabled {
+                u.disabled = disabled;
+            }
+            if let Some(g) = patch.group {
+                u.group = g;
+            }
+            u.version += 1;
+            u.updated_at = now;
+            Ok(u.clone())
+        })())
+    }
+
+    fn delete_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<()>> {
+        let mut s = self.lock();
+        let key = (tenant.clone(), id.clone());
+        ready(match s.users.remove(&key) {
+            Some(_) => {
+                s.passwords.remove(&key);
+                Ok(())
+            }
+            None => Err(Error::not_found(format!("user {id} does not exist"))),
+        })
+    }
+
+    fn list_users<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<User>>> {
+        ready((|| {
+            let after: Option<UserId> = parse_cursor(&page.after)?;
+            let limit = page.effective_limit(&self.limits);
+            let tenant = root.tenant();
+            let s = self.lock();
+            let items: Vec<User> = s
+                .users
+                .values()
+                .filter(|u| u.tenant == tenant && root.contains(&u.group))
+                .filter(|u| after.as_ref().is_none_or(|a| u.id.as_str() > a.as_str()))
+                .take(limit as usize + 1)
+                .cloned()
+                .collect();
+            Ok(Page::from_overfetch(items, limit, |u| u.id.to_string()))
+        })())
+    }
+
+    fn create_client<'a>(&'a self, client: OAuthClient) -> BoxFuture<'a, Result<OAuthClient>> {
+        ready((|| {
+            validate::client(&client)?;
+            let mut s = self.lock();
+            if !s.groups.contains_key(&client.group) {
+                return Err(Error::not_found(format!(
+                    "group {} does not exist",
+                    client.group
+                )));
+            }
+            if s.clients.contains_key(&client.id) {
+                return Err(Error::conflict(format!(
+                    "client {} already exists",
+                    client.id
+                )));
+            }
+            s.clients.insert(client.id.clone(), client.clone());
+            Ok(client)
+        })())
+    }
+
+    fn get_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<Option<OAuthClient>>> {
+        ready(Ok(self.lock().clients.get(id).cloned()))
+    }
+
+    fn delete_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<()>> {
+        ready(match self.lock().clients.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(format!("client {id} does not exist"))),
+        })
+    }
+
+    fn list_clients<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<OAuthClient>>> {
+        ready((|| {
+            let after: Option<ClientId> = parse_cursor(&page.after)?;
+            let limit = page.effective_limit(&self.limits);
+            let s = self.lock();
+            let items: Vec<OAuthClient> = s
+                .clients
+                .values()
+                .filter(|c| root.contains(&c.group))
+                .filter(|c| after.as_ref().is_none_or(|a| c.id.as_str() > a.as_str()))
+                .take(limit as usize + 1)
+                .cloned()
+                .collect();
+            Ok(Page::from_overfetch(items, limit, |c| c.id.to_string()))
+        })())
+    }
 }
 
 fn min_device() -> DeviceId {
@@ -423,6 +687,244 @@ impl CredentialStore for MemoryStore {
             }
             None => Err(Error::not_found("no such access key")),
         })
+    }
+    fn set_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+        hash: String,
+    ) -> BoxFuture<'a, Result<()>> {
+        ready((|| {
+            validate::token(&hash, validate::MAX_HASH, "the password hash")?;
+            let mut s = self.lock();
+            let key = (tenant.clone(), user.clone());
+            if !s.users.contains_key(&key) {
+                return Err(Error::not_found(format!("user {user} does not exist")));
+            }
+            s.passwords.insert(key, hash);
+            Ok(())
+        })())
+    }
+
+    fn get_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        ready(Ok(self
+            .lock()
+            .passwords
+            .get(&(tenant.clone(), user.clone()))
+            .cloned()))
+    }
+
+    fn put_grant<'a>(&'a self, grant: Grant, now: Timestamp) -> BoxFuture<'a, Result<()>> {
+        ready((|| {
+            validate::grant(&grant, &self.limits)?;
+            let mut s = self.lock();
+            let key = (grant.kind, grant.key_hash.clone());
+            if s.grants.contains_key(&key) {
+                return Err(Error::conflict("a grant with this key exists"));
+            }
+            if let Some(code) = &grant.user_code {
+                s.grants
+                    .retain(|_, g| g.user_code.as_ref() != Some(code) || now < g.expires_at);
+                if s.grants
+                    .values()
+                    .any(|g| g.user_code.as_ref() == Some(code))
+                {
+                    return Err(Error::conflict("a live device code has this user code"));
+                }
+            }
+            s.grants.insert(key, grant);
+            Ok(())
+        })())
+    }
+
+    fn get_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        ready(Ok(self
+            .lock()
+            .grants
+            .get(&(kind, key_hash.to_owned()))
+            .filter(|g| now < g.expires_at)
+            .cloned()))
+    }
+
+    fn find_grant_by_user_code<'a>(
+        &'a self,
+        user_code: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        ready(Ok(self
+            .lock()
+            .grants
+            .values()
+            .find(|g| {
+                g.kind == GrantKind::DeviceCode
+                    && g.user_code.as_deref() == Some(user_code)
+                    && now < g.expires_at
+            })
+            .cloned()))
+    }
+
+    fn set_grant_state<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        state: GrantState,
+        payload: Option<serde_json::Value>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Grant>> {
+        ready((|| {
+            if state == GrantState::Pending {
+                return Err(Error::invalid_input(
+                    "a grant can only be approved or denied",
+                ));
+            }
+            if let Some(p) = &payload {
+                validate::grant_payload(p, &self.limits)?;
+            }
+            let mut s = self.lock();
+            let g = s
+                .grants
+                .get_mut(&(kind, key_hash.to_owned()))
+                .filter(|g| now < g.expires_at)
+                .ok_or_else(|| Error::not_found("no such live grant"))?;
+            if g.state != GrantState::Pending {
+                return Err(Error::conflict(format!(
+                    "the grant is {}, not pending",
+                    g.state.as_str()
+                )));
+            }
+            g.state = state;
+            if let Some(p) = payload {
+                g.payload = p;
+            }
+            Ok(g.clone())
+        })())
+    }
+
+    fn consume_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        let mut s = self.lock();
+        let key = (kind, key_hash.to_owned());
+        let redeemable = s.grants.get(&key).is_some_and(|g| {
+            now < g.expires_at
+                && (kind == GrantKind::AuthorizationCode || g.state == GrantState::Approved)
+        });
+        ready(Ok(if redeemable {
+            s.grants.remove(&key)
+        } else {
+            None
+        }))
+    }
+
+    fn purge_expired<'a>(&'a self, now: Timestamp) -> BoxFuture<'a, Result<u64>> {
+        let mut s = self.lock();
+        let before = s.grants.len() + s.refresh.len();
+        s.grants.retain(|_, g| now < g.expires_at);
+        s.refresh.retain(|_, r| now < r.token.expires_at);
+        let after = s.grants.len() + s.refresh.len();
+        ready(Ok((before - after) as u64))
+    }
+
+    fn create_refresh<'a>(&'a self, token: RefreshToken) -> BoxFuture<'a, Result<()>> {
+        ready((|| {
+            validate::refresh(&token)?;
+            let mut s = self.lock();
+            if s.refresh.contains_key(&token.token_hash) {
+                return Err(Error::conflict("a refresh token with this hash exists"));
+            }
+            if s.refresh.values().any(|r| r.token.family == token.family) {
+                return Err(Error::conflict("this refresh token family exists"));
+            }
+            s.refresh.insert(
+                token.token_hash.clone(),
+                RefreshRecord {
+                    token,
+                    used: false,
+                    revoked: false,
+                },
+            );
+            Ok(())
+        })())
+    }
+
+    fn rotate_refresh<'a>(
+        &'a self,
+        old_hash: &'a str,
+        new: RefreshToken,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<RotateOutcome>> {
+        ready((|| {
+            validate::refresh(&new)?;
+            let mut s = self.lock();
+            let Some(old) = s.refresh.get(old_hash).cloned() else {
+                return Ok(RotateOutcome::Invalid);
+            };
+            let family = old.token.family.clone();
+            if old.used {
+                for r in s.refresh.values_mut().filter(|r| r.token.family == family) {
+                    r.revoked = true;
+                }
+                return Ok(RotateOutcome::Reused { family });
+            }
+            if old.revoked || now >= old.token.expires_at {
+                return Ok(RotateOutcome::Invalid);
+            }
+            if s.refresh.contains_key(&new.token_hash) {
+                return Err(Error::conflict("a refresh token with this hash exists"));
+            }
+            let new = RefreshToken {
+                family,
+                tenant: old.token.tenant.clone(),
+                user: old.token.user.clone(),
+                client: old.token.client.clone(),
+                ..new
+            };
+            if let Some(r) = s.refresh.get_mut(old_hash) {
+                r.used = true;
+            }
+            s.refresh.insert(
+                new.token_hash.clone(),
+                RefreshRecord {
+                    token: new,
+                    used: false,
+                    revoked: false,
+                },
+            );
+            Ok(RotateOutcome::Rotated(old.token))
+        })())
+    }
+
+    fn revoke_family<'a>(&'a self, family: &'a str) -> BoxFuture<'a, Result<u64>> {
+        let mut n = 0;
+        for r in self
+            .lock()
+            .refresh
+            .values_mut()
+            .filter(|r| r.token.family == family && !r.revoked)
+        {
+            r.revoked = true;
+            n += 1;
+        }
+        ready(Ok(n))
+    }
+
+    fn get_refresh<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
+        ready(Ok(self.lock().refresh.get(token_hash).cloned()))
     }
 }
 

@@ -1,8 +1,10 @@
-//! Tenants, their group trees and devices.
+//! Tenants, their group trees, devices, users and OAuth clients.
 
 use serde::{Deserialize, Serialize};
 
-use hub_core::{BoxFuture, DeviceId, GroupPath, Result, TenantId, Timestamp};
+use hub_core::{
+    BoxFuture, ClientId, DeviceId, GroupPath, Result, Role, ScopeSet, TenantId, Timestamp, UserId,
+};
 
 use crate::{Page, PageRequest};
 
@@ -117,7 +119,98 @@ pub struct DevicePatch {
     pub lifecycle: Option<Lifecycle>,
 }
 
-/// Tenants, groups and devices.
+/// A person with an account in a group of a tenant. Credentials are kept apart, hashed, by the
+/// [`CredentialStore`](crate::CredentialStore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The user's tenant (the first segment of `group`).
+    pub tenant: TenantId,
+    /// The user, unique within the tenant.
+    pub id: UserId,
+    /// The group the user belongs to; the user acts within its subtree.
+    pub group: GroupPath,
+    /// A human name.
+    pub display_name: String,
+    /// A contact address, if known.
+    pub email: Option<String>,
+    /// The role the user has in the group's subtree.
+    pub role: Role,
+    /// A disabled user may not sign in.
+    pub disabled: bool,
+    /// Increases by one with every change (including a move of its group); the user's ETag.
+    pub version: u64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+/// What is needed to create a user; the tenant is the group's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewUser {
+    /// The user id.
+    pub id: UserId,
+    /// The group to put the user in (must exist).
+    pub group: GroupPath,
+    /// A human name.
+    #[serde(default)]
+    pub display_name: String,
+    /// A contact address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The user's role.
+    pub role: Role,
+}
+
+/// A change to a user; `None` fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserPatch {
+    /// A new human name.
+    pub display_name: Option<String>,
+    /// A new contact address: `Some(None)` clears it.
+    pub email: Option<Option<String>>,
+    /// A new role.
+    pub role: Option<Role>,
+    /// Disables or re-enables the user.
+    pub disabled: Option<bool>,
+    /// Moves the user to another existing group of the same tenant.
+    pub group: Option<GroupPath>,
+}
+
+/// An application registered with the hub (an OAuth 2.0 client).
+///
+/// The client id is unique hub-wide, because `client_id` reaches the token endpoint without a
+/// tenant. The store never sees a client secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthClient {
+    /// The client id, unique hub-wide.
+    pub id: ClientId,
+    /// The group that owns the client; its first segment is the tenant.
+    pub group: GroupPath,
+    /// A human name, shown on the consent page.
+    pub display_name: String,
+    /// The exact redirect URIs the client may use: absolute `https://` URIs, or `http://` on
+    /// `localhost`, `127.0.0.1` or `[::1]` (native apps), never with a fragment (RFC 9700).
+    pub redirect_uris: Vec<String>,
+    /// A hash of the client secret (the format is `hub-auth`'s business); `None` for a public
+    /// client.
+    pub secret_hash: Option<String>,
+    /// The grant types the client may use (`authorization_code`, `refresh_token`, ...).
+    pub grant_types: Vec<String>,
+    /// The most the client may ask for.
+    pub scopes: ScopeSet,
+    /// When it was registered.
+    pub created_at: Timestamp,
+}
+
+impl OAuthClient {
+    /// The client's tenant.
+    pub fn tenant(&self) -> TenantId {
+        self.group.tenant()
+    }
+}
+
+/// Tenants, groups, devices, users and OAuth clients.
 ///
 /// Errors: [`NotFound`](hub_core::ErrorKind::NotFound) for a missing group or device,
 /// [`Conflict`](hub_core::ErrorKind::Conflict) for a duplicate or a non-empty group on delete,
@@ -151,7 +244,8 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug + 'static {
         page: PageRequest,
     ) -> BoxFuture<'a, Result<Page<Group>>>;
 
-    /// Deletes a group that has no child groups and no devices. A tenant's root group cannot be
+    /// Deletes a group that has no child groups, no devices, no users and no OAuth clients
+    /// ([`Conflict`](hub_core::ErrorKind::Conflict) otherwise). A tenant's root group cannot be
     /// deleted this way.
     fn delete_group<'a>(&'a self, path: &'a GroupPath) -> BoxFuture<'a, Result<()>>;
 
@@ -202,4 +296,87 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug + 'static {
         lifecycle: Option<Lifecycle>,
         page: PageRequest,
     ) -> BoxFuture<'a, Result<Page<Device>>>;
+    /// Moves (or renames) the group `from` with its whole subtree to `to`, in one atomic change:
+    /// every descendant group, and every device, user, OAuth client and job of the subtree gets
+    /// its path rewritten with [`GroupPath::rebase`]. Moved groups get `updated_at = now`; moved
+    /// devices and users get a new version and `updated_at = now`. Returns the group at `to`.
+    ///
+    /// Refused with [`InvalidInput`](hub_core::ErrorKind::InvalidInput) when `from` or `to` is a
+    /// root group, they lie in different tenants, `to` lies inside `from` or the subtree would
+    /// grow deeper than [`MAX_GROUP_DEPTH`](hub_core::MAX_GROUP_DEPTH);
+    /// [`NotFound`](hub_core::ErrorKind::NotFound) when `from` or `to`'s parent does not exist;
+    /// [`Conflict`](hub_core::ErrorKind::Conflict) when `to` exists.
+    fn move_group<'a>(
+        &'a self,
+        from: &'a GroupPath,
+        to: &'a GroupPath,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Group>>;
+
+    /// Creates a user at version 1, enabled. [`NotFound`](hub_core::ErrorKind::NotFound) if the
+    /// group does not exist, [`Conflict`](hub_core::ErrorKind::Conflict) if the tenant has a user
+    /// with this id.
+    fn create_user<'a>(&'a self, user: NewUser, now: Timestamp) -> BoxFuture<'a, Result<User>>;
+
+    /// One user.
+    fn get_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<User>>>;
+
+    /// Changes a user; with `expected_version`, only if the user is still at that version
+    /// ([`PreconditionFailed`](hub_core::ErrorKind::PreconditionFailed) otherwise). A new group
+    /// must exist ([`NotFound`](hub_core::ErrorKind::NotFound)) in the same tenant
+    /// ([`InvalidInput`](hub_core::ErrorKind::InvalidInput)).
+    fn update_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+        patch: UserPatch,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<User>>;
+
+    /// Removes a user and its password hash.
+    fn delete_user<'a>(&'a self, tenant: &'a TenantId, id: &'a UserId)
+    -> BoxFuture<'a, Result<()>>;
+
+    /// The users of `root`'s subtree, ordered by id (byte order).
+    fn list_users<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<User>>>;
+
+    /// Registers an OAuth client. [`NotFound`](hub_core::ErrorKind::NotFound) if its group does
+    /// not exist, [`Conflict`](hub_core::ErrorKind::Conflict) if the id is taken (in any tenant),
+    /// [`InvalidInput`](hub_core::ErrorKind::InvalidInput) for a redirect URI that is not allowed.
+    fn create_client<'a>(&'a self, client: OAuthClient) -> BoxFuture<'a, Result<OAuthClient>>;
+
+    /// One OAuth client, looked up hub-wide.
+    fn get_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<Option<OAuthClient>>>;
+
+    /// Removes an OAuth client.
+    fn delete_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<()>>;
+
+    /// The OAuth clients owned by groups of `root`'s subtree, ordered by id (byte order).
+    fn list_clients<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<OAuthClient>>>;
+}
+
+/// The stable snake_case name of a role, as stored.
+pub(crate) fn role_name(role: Role) -> String {
+    match serde_json::to_value(role) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The role named by [`role_name`].
+pub(crate) fn role_from_name(name: &str) -> Option<Role> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }

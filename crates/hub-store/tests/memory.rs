@@ -37,7 +37,10 @@ mod broken {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
-    use hub_core::{BoxFuture, DeviceId, GroupPath, JobId, JobState, Result, TenantId, Timestamp};
+    use hub_core::{
+        BoxFuture, ClientId, DeviceId, GroupPath, JobId, JobState, Result, TenantId, Timestamp,
+        UserId,
+    };
     use hub_store::memory::MemoryStore;
     use hub_store::{
         AccessKeyRecord, AggregateQuery, AppendOutcome, Bucket, ControlLease, CreateOutcome,
@@ -47,6 +50,10 @@ mod broken {
     };
     use hub_store::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
     use hub_store::{ConfigDocument, ConfigKind, ConfigStore};
+    use hub_store::{
+        Grant, GrantKind, GrantState, NewUser, OAuthClient, RefreshRecord, RefreshToken,
+        RotateOutcome, User, UserPatch,
+    };
 
     /// The bug to inject.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +90,10 @@ mod broken {
         ConfigPruneOffByOne,
         /// Config `copy_latest` copies the source's first version instead of its latest.
         ConfigCopyOldest,
+        /// `consume_grant` returns the grant without deleting it.
+        GrantReusable,
+        /// `rotate_refresh` treats a replayed token as merely invalid and revokes nothing.
+        ReplayNotDetected,
     }
 
     #[derive(Debug)]
@@ -198,6 +209,69 @@ mod broken {
             };
             self.inner.list_devices(root, lifecycle, page)
         }
+
+        fn move_group<'a>(
+            &'a self,
+            from: &'a GroupPath,
+            to: &'a GroupPath,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Group>> {
+            self.inner.move_group(from, to, now)
+        }
+        fn create_user<'a>(&'a self, user: NewUser, now: Timestamp) -> BoxFuture<'a, Result<User>> {
+            self.inner.create_user(user, now)
+        }
+        fn get_user<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a UserId,
+        ) -> BoxFuture<'a, Result<Option<User>>> {
+            self.inner.get_user(tenant, id)
+        }
+        fn update_user<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a UserId,
+            patch: UserPatch,
+            expected_version: Option<u64>,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<User>> {
+            self.inner
+                .update_user(tenant, id, patch, expected_version, now)
+        }
+        fn delete_user<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            id: &'a UserId,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.delete_user(tenant, id)
+        }
+        fn list_users<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<User>>> {
+            self.inner.list_users(root, page)
+        }
+        fn create_client<'a>(&'a self, client: OAuthClient) -> BoxFuture<'a, Result<OAuthClient>> {
+            self.inner.create_client(client)
+        }
+        fn get_client<'a>(
+            &'a self,
+            id: &'a ClientId,
+        ) -> BoxFuture<'a, Result<Option<OAuthClient>>> {
+            self.inner.get_client(id)
+        }
+        fn delete_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<()>> {
+            self.inner.delete_client(id)
+        }
+        fn list_clients<'a>(
+            &'a self,
+            root: &'a GroupPath,
+            page: PageRequest,
+        ) -> BoxFuture<'a, Result<Page<OAuthClient>>> {
+            self.inner.list_clients(root, page)
+        }
     }
 
     impl CredentialStore for Broken {
@@ -230,6 +304,100 @@ mod broken {
             now: Timestamp,
         ) -> BoxFuture<'a, Result<()>> {
             self.inner.revoke_access_key(prefix, now)
+        }
+        fn set_password_hash<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            user: &'a UserId,
+            hash: String,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.set_password_hash(tenant, user, hash)
+        }
+        fn get_password_hash<'a>(
+            &'a self,
+            tenant: &'a TenantId,
+            user: &'a UserId,
+        ) -> BoxFuture<'a, Result<Option<String>>> {
+            self.inner.get_password_hash(tenant, user)
+        }
+        fn put_grant<'a>(&'a self, grant: Grant, now: Timestamp) -> BoxFuture<'a, Result<()>> {
+            self.inner.put_grant(grant, now)
+        }
+        fn get_grant<'a>(
+            &'a self,
+            kind: GrantKind,
+            key_hash: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Option<Grant>>> {
+            self.inner.get_grant(kind, key_hash, now)
+        }
+        fn find_grant_by_user_code<'a>(
+            &'a self,
+            user_code: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Option<Grant>>> {
+            self.inner.find_grant_by_user_code(user_code, now)
+        }
+        fn set_grant_state<'a>(
+            &'a self,
+            kind: GrantKind,
+            key_hash: &'a str,
+            state: GrantState,
+            payload: Option<serde_json::Value>,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Grant>> {
+            self.inner
+                .set_grant_state(kind, key_hash, state, payload, now)
+        }
+        fn consume_grant<'a>(
+            &'a self,
+            kind: GrantKind,
+            key_hash: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Option<Grant>>> {
+            if self.bug == Bug::GrantReusable {
+                return Box::pin(async move {
+                    Ok(self
+                        .inner
+                        .get_grant(kind, key_hash, now)
+                        .await?
+                        .filter(|g| {
+                            kind == GrantKind::AuthorizationCode || g.state == GrantState::Approved
+                        }))
+                });
+            }
+            self.inner.consume_grant(kind, key_hash, now)
+        }
+        fn purge_expired<'a>(&'a self, now: Timestamp) -> BoxFuture<'a, Result<u64>> {
+            self.inner.purge_expired(now)
+        }
+        fn create_refresh<'a>(&'a self, token: RefreshToken) -> BoxFuture<'a, Result<()>> {
+            self.inner.create_refresh(token)
+        }
+        fn rotate_refresh<'a>(
+            &'a self,
+            old_hash: &'a str,
+            new: RefreshToken,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<RotateOutcome>> {
+            Box::pin(async move {
+                if self.bug == Bug::ReplayNotDetected
+                    && let Some(r) = self.inner.get_refresh(old_hash).await?
+                    && r.used
+                {
+                    return Ok(RotateOutcome::Invalid);
+                }
+                self.inner.rotate_refresh(old_hash, new, now).await
+            })
+        }
+        fn revoke_family<'a>(&'a self, family: &'a str) -> BoxFuture<'a, Result<u64>> {
+            self.inner.revoke_family(family)
+        }
+        fn get_refresh<'a>(
+            &'a self,
+            token_hash: &'a str,
+        ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
+            self.inner.get_refresh(token_hash)
         }
     }
 
@@ -573,6 +741,11 @@ async fn contract_checks_catch_injected_bugs() {
         (ConfigCasIgnored, "config_concurrent_puts"),
         (ConfigPruneOffByOne, "config_prune"),
         (ConfigCopyOldest, "config_copy_latest"),
+        (GrantReusable, "identity_single_use_grants"),
+        (GrantReusable, "identity_concurrent_consume"),
+        (GrantReusable, "identity_device_flow"),
+        (ReplayNotDetected, "identity_refresh_rotation"),
+        (ReplayNotDetected, "identity_concurrent_rotation"),
     ] {
         assert!(fails(check, bug).await, "{check} did not notice {bug:?}");
     }

@@ -2024,10 +2024,11 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
             .await
             .expect("tenant");
         let raw = raw_client(&url, &schema).await;
-        // 2 is the version just before the audit/config migration; keep it so if migrations
-        // are renumbered.
+        // 2 is the version just before the audit/config migration (3), which the identity
+        // migration (4) follows; keep this so if migrations are renumbered.
         raw.batch_execute(
-            "DROP TABLE audit_log; DROP TABLE config_documents; \
+            "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE refresh_tokens; \
+             DROP TABLE grants; DROP TABLE oauth_clients; DROP TABLE users; \
              UPDATE schema_version SET version = 2",
         )
         .await
@@ -2065,6 +2066,58 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
             .await
             .expect("query");
         assert_eq!(page.items, vec![rec]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_schema_from_before_the_identity_tables_is_upgraded_in_place() {
+    with_store(StoreLimits::default(), |store, url, schema| async move {
+        store
+            .create_tenant(&tn("acme"), "Acme", t(5))
+            .await
+            .expect("tenant");
+        // Turn it back into the schema of the release before: the identity migration is the
+        // last one, so drop its tables and step the version back by one.
+        let raw = raw_client(&url, &schema).await;
+        raw.batch_execute(
+            "DROP TABLE users, oauth_clients, grants, refresh_tokens; \
+             UPDATE schema_version SET version = version - 1;",
+        )
+        .await
+        .expect("downgrade");
+        let upgraded = PostgresStore::connect(config(&url, &schema, StoreLimits::default()))
+            .await
+            .expect("the upgrade succeeds");
+        assert_eq!(
+            upgraded
+                .get_group(&g("acme"))
+                .await
+                .expect("get_group")
+                .map(|x| x.created_at),
+            Some(t(5)),
+            "the upgrade keeps existing data"
+        );
+        let user = upgraded
+            .create_user(
+                hub_store::NewUser {
+                    id: "erin".parse().expect("user id"),
+                    group: g("acme"),
+                    display_name: "Erin".into(),
+                    email: None,
+                    role: hub_core::Role::Admin,
+                },
+                t(6),
+            )
+            .await
+            .expect("the identity tables exist after the upgrade");
+        assert_eq!(user.version, 1);
+        let rows = raw
+            .query("SELECT version FROM schema_version", &[])
+            .await
+            .expect("version");
+        let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(versions, vec![SCHEMA_VERSION]);
     })
     .await;
 }

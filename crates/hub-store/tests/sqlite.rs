@@ -386,11 +386,14 @@ async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
     }
     {
         // Turn the file back into what the previous release wrote: schema version 1, without
-        // the tables the audit/config migration adds (1 is the version just before it; keep it
-        // so if migrations are renumbered).
+        // the tables the audit/config migration (2) and the identity migration after it add
+        // (keep this so if migrations are renumbered).
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TABLE audit_log; DROP TABLE config_documents;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE users; \
+             DROP TABLE oauth_clients; DROP TABLE grants; DROP TABLE refresh_tokens;",
+        )
+        .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
@@ -448,4 +451,64 @@ async fn audit_ids_are_not_reused_after_retention_and_reopen() {
         "an emptied and reopened log must not hand out id {} again (last was {last})",
         next.id
     );
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+        store
+            .create_tenant(&"acme".parse().unwrap(), "Acme", t(5))
+            .await
+            .unwrap();
+    }
+    // Turn it back into the database of the release before: the identity migration is the
+    // last one, so drop its tables and step user_version back by one.
+    let current: i64 = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE users; DROP TABLE oauth_clients; DROP TABLE grants; \
+             DROP TABLE refresh_tokens;",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", v - 1).unwrap();
+        v
+    };
+    let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
+    assert_eq!(
+        store
+            .get_group(&"acme".parse().unwrap())
+            .await
+            .unwrap()
+            .map(|g| g.created_at),
+        Some(t(5)),
+        "the upgrade keeps existing data"
+    );
+    let user = store
+        .create_user(
+            hub_store::NewUser {
+                id: "erin".parse().unwrap(),
+                group: "acme".parse().unwrap(),
+                display_name: "Erin".into(),
+                email: None,
+                role: hub_core::Role::Admin,
+            },
+            t(6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        user.version, 1,
+        "the identity tables exist after the upgrade"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, current, "user_version is back at the current version");
 }

@@ -18,6 +18,11 @@
 //!   lapse, queues ordered by id instead of creation order).
 //! - **Concurrency checks** (`concurrency_*`): many tokio tasks racing on one job, one queue, one
 //!   idempotency key, one batch of points. They need a multi-thread runtime to race for real.
+//! - **Identity checks** (`identity_*`): users and OAuth clients, subtree listings that keep
+//!   `acme/plant-1` and `acme/plant-10` apart, `move_group` rewriting every descendant (and
+//!   racing with creations inside the moving subtree), password hashes, single-use grants
+//!   consumed by exactly one of many racing callers, the device-code approval flow, expiry,
+//!   refresh-token rotation, replay detection that revokes the family, and tenant isolation.
 //! - **The model check** (`model_random_operations`): 64 deterministic random sequences of
 //!   operations over small id alphabets (so that collisions happen) are applied both to the
 //!   backend and to a fresh [`MemoryStore`](crate::memory::MemoryStore), and every answer is
@@ -108,6 +113,12 @@
 //!   with the same expected version: one wins, every other one is
 //!   [`PreconditionFailed`](ErrorKind::PreconditionFailed).
 //!
+//! - `move_group` also rewrites the group of the subtree's OAuth clients and jobs; moved devices
+//!   and users get a new version and `updated_at`.
+//! - A grant or refresh token is live while `now < expires_at`.
+//! - Of concurrent rotations of one refresh token exactly one is `Rotated`; every other one is
+//!   `Reused` (never `Invalid`), and the family, the winner's new token included, ends revoked.
+//!
 //! The kit never measures time. It takes under a second on the memory backend (debug build)
 //! and makes about six thousand store calls in all, most of them small, so a networked
 //! backend on a nearby database finishes well under a minute.
@@ -126,11 +137,13 @@ mod audit;
 mod concurrency;
 mod config;
 mod credentials;
+mod grants;
 mod jobs;
 mod measurements;
 mod model;
 mod model_records;
 mod registry;
+mod users;
 
 /// Makes a fresh, empty set of stores for one check.
 pub type StoresFactory = Arc<dyn Fn() -> BoxFuture<'static, Stores> + Send + Sync>;
@@ -225,6 +238,18 @@ pub fn checks() -> Vec<Check> {
         check!("config_prune", config::prune),
         check!("config_limits", config::limits),
         check!("model_audit_and_config", model_records::random_operations),
+        check!("identity_users", users::users_crud),
+        check!("identity_list_users", users::list_users),
+        check!("identity_clients", users::clients),
+        check!("identity_move_group", users::move_group),
+        check!("identity_concurrent_move", users::concurrent_move),
+        check!("identity_passwords", grants::passwords),
+        check!("identity_single_use_grants", grants::single_use),
+        check!("identity_concurrent_consume", grants::concurrent_consume),
+        check!("identity_device_flow", grants::device_flow),
+        check!("identity_refresh_rotation", grants::refresh_rotation),
+        check!("identity_concurrent_rotation", grants::concurrent_rotation),
+        check!("identity_tenant_isolation", grants::tenant_isolation),
     ]
 }
 

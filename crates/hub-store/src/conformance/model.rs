@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use hub_core::{BulkJobId, DeviceId, GroupPath, JobId, JobState, Result, TenantId, Timestamp};
+use hub_core::{
+    BulkJobId, DeviceId, GroupPath, JobId, JobState, Result, Role, TenantId, Timestamp,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -20,7 +22,7 @@ use crate::credentials::AccessKeyRecord;
 use crate::jobs::{JobFilter, JobRecord, NewJob};
 use crate::measurements::{AggregateQuery, AggregateScope, Bucket, HOUR_MS, Point};
 use crate::memory::MemoryStore;
-use crate::registry::{DevicePatch, Lifecycle, NewDevice};
+use crate::registry::{DevicePatch, Lifecycle, NewDevice, NewUser};
 use crate::{Page, PageRequest, StoreLimits, Stores};
 
 /// How many generated sequences.
@@ -32,6 +34,7 @@ const TENANTS: [&str; 2] = ["a", "b"];
 /// Groups below a tenant's root ("" is the root).
 const GROUPS: [&str; 5] = ["", "g1", "g1/x", "g10", "g1-y"];
 const DEVICES: [&str; 3] = ["d1", "d2", "D3"];
+const USERS: [&str; 3] = ["u1", "U2", "u1.x"];
 const LANES: [&str; 2] = ["default", "l2"];
 const SERIES: [&str; 2] = ["s1", "s2"];
 const HOLDERS: [&str; 2] = ["alice", "bob"];
@@ -88,6 +91,21 @@ enum Op {
         t: u8,
         g: u8,
         lifecycle: Option<u8>,
+        limit: u32,
+    },
+    MoveGroup {
+        t: u8,
+        from: u8,
+        to: u8,
+    },
+    CreateUser {
+        t: u8,
+        g: u8,
+        u: u8,
+    },
+    ListUsers {
+        t: u8,
+        g: u8,
         limit: u32,
     },
     ListGroups {
@@ -195,6 +213,9 @@ fn registry_op() -> impl Strategy<Value = Op> {
         1 => (0..2u8, 0..3u8).prop_map(|(t, d)| Op::GetDevice(t, d)),
         1 => (0..2u8, 0..5u8, proptest::option::of(0..4u8), 0..4u32).prop_map(|(t, g, lifecycle, limit)| Op::ListDevices { t, g, lifecycle, limit }),
         1 => (0..2u8, 0..5u8, 0..4u32).prop_map(|(t, g, limit)| Op::ListGroups { t, g, limit }),
+        1 => (0..2u8, 1..5u8, 1..5u8).prop_map(|(t, from, to)| Op::MoveGroup { t, from, to }),
+        1 => (0..2u8, 0..5u8, 0..3u8).prop_map(|(t, g, u)| Op::CreateUser { t, g, u }),
+        1 => (0..2u8, 0..5u8, 0..4u32).prop_map(|(t, g, limit)| Op::ListUsers { t, g, limit }),
     ]
 }
 
@@ -515,6 +536,34 @@ async fn step(
             let root = group_of(*t, *g);
             let lc = lifecycle.map(|l| LIFECYCLES[l as usize % 4]);
             let (g, w) = both!(|s| collect(*limit, |p| s.registry.list_devices(&root, lc, p)));
+            same(g, w, what);
+        }
+        Op::MoveGroup { t, from, to } => {
+            let (from, to) = (group_of(*t, *from), group_of(*t, *to));
+            let (g, w) = both!(|s| s.registry.move_group(&from, &to, now_ts));
+            same(g, w, what);
+            let root = group_of(*t, 0);
+            let (g, w) = both!(|s| collect(0, |p| s.registry.list_groups(&root, p)));
+            same(g, w, &format!("{what}, then list_groups"));
+            let (g, w) = both!(|s| collect(0, |p| s.registry.list_users(&root, p)));
+            same(g, w, &format!("{what}, then list_users"));
+        }
+        Op::CreateUser { t, g, u } => {
+            let nu = NewUser {
+                id: USERS[*u as usize % USERS.len()]
+                    .parse()
+                    .expect("a valid user id"),
+                group: group_of(*t, *g),
+                display_name: format!("user {u}"),
+                email: None,
+                role: Role::Viewer,
+            };
+            let (g, w) = both!(|s| s.registry.create_user(nu.clone(), now_ts));
+            same(g, w, what);
+        }
+        Op::ListUsers { t, g, limit } => {
+            let root = group_of(*t, *g);
+            let (g, w) = both!(|s| collect(*limit, |p| s.registry.list_users(&root, p)));
             same(g, w, what);
         }
         Op::ListGroups { t, g, limit } => {

@@ -47,10 +47,12 @@ use crate::{StoreLimits, Stores, bad_cursor};
 
 mod audit;
 mod config;
+mod grants;
 mod jobs;
 mod measurements;
 mod registry;
 mod schema;
+mod users;
 
 pub use schema::SCHEMA_VERSION;
 

@@ -2,14 +2,22 @@
 
 use tokio_postgres::Row;
 
-use hub_core::{BoxFuture, DeviceId, Error, GroupPath, Result, TenantId, Timestamp};
+use hub_core::{
+    BoxFuture, ClientId, DeviceId, Error, GroupPath, Result, TenantId, Timestamp, UserId,
+};
 
 use super::{
     PostgresStore, below_pattern, col, corrupt, db_error, execute, is_foreign_key_violation,
     json_text, parse_cursor, parse_json, query, query_opt, to_i64, to_u64, ts,
 };
-use crate::credentials::{AccessKeyRecord, CredentialStore};
-use crate::registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+use crate::credentials::{
+    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
+    RotateOutcome,
+};
+use crate::registry::{
+    Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
+    UserPatch,
+};
 use crate::{Page, PageRequest, validate};
 
 const GROUP_COLS: &str = "path, display_name, created_at, updated_at";
@@ -224,6 +232,9 @@ impl RegistryStore for PostgresStore {
             if devices.is_some() {
                 return Err(Error::conflict(format!("group {path} has devices")));
             }
+            if let Some(what) = super::users::group_has_identities(&tx, path).await? {
+                return Err(Error::conflict(format!("group {path} has {what}")));
+            }
             let stmt = tx
                 .prepare_cached("DELETE FROM groups WHERE path = $1")
                 .await
@@ -232,7 +243,7 @@ impl RegistryStore for PostgresStore {
                 Ok(_) => {}
                 Err(e) if is_foreign_key_violation(&e) => {
                     return Err(Error::conflict(format!(
-                        "group {path} has child groups or devices"
+                        "group {path} has child groups, devices, users or clients"
                     )));
                 }
                 Err(e) => return Err(db_error(e)),
@@ -452,6 +463,73 @@ impl RegistryStore for PostgresStore {
             Ok(Page::from_overfetch(items, limit, |d| d.id.to_string()))
         })
     }
+    fn move_group<'a>(
+        &'a self,
+        from: &'a GroupPath,
+        to: &'a GroupPath,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Group>> {
+        Box::pin(self.identity_move_group(from, to, now))
+    }
+
+    fn create_user<'a>(&'a self, user: NewUser, now: Timestamp) -> BoxFuture<'a, Result<User>> {
+        Box::pin(self.identity_create_user(user, now))
+    }
+
+    fn get_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<User>>> {
+        Box::pin(self.identity_get_user(tenant, id))
+    }
+
+    fn update_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+        patch: UserPatch,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<User>> {
+        Box::pin(self.identity_update_user(tenant, id, patch, expected_version, now))
+    }
+
+    fn delete_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.identity_delete_user(tenant, id))
+    }
+
+    fn list_users<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<User>>> {
+        Box::pin(self.identity_list_users(root, page))
+    }
+
+    fn create_client<'a>(&'a self, client: OAuthClient) -> BoxFuture<'a, Result<OAuthClient>> {
+        Box::pin(self.identity_create_client(client))
+    }
+
+    fn get_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<Option<OAuthClient>>> {
+        Box::pin(self.identity_get_client(id))
+    }
+
+    fn delete_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.identity_delete_client(id))
+    }
+
+    fn list_clients<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<OAuthClient>>> {
+        Box::pin(self.identity_list_clients(root, page))
+    }
 }
 
 impl CredentialStore for PostgresStore {
@@ -549,5 +627,91 @@ impl CredentialStore for PostgresStore {
             }
             Ok(())
         })
+    }
+
+    fn set_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+        hash: String,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_set_password_hash(tenant, user, hash))
+    }
+
+    fn get_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(self.cred_get_password_hash(tenant, user))
+    }
+
+    fn put_grant<'a>(&'a self, grant: Grant, now: Timestamp) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_put_grant(grant, now))
+    }
+
+    fn get_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_get_grant(kind, key_hash, now))
+    }
+
+    fn find_grant_by_user_code<'a>(
+        &'a self,
+        user_code: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_find_grant_by_user_code(user_code, now))
+    }
+
+    fn set_grant_state<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        state: GrantState,
+        payload: Option<serde_json::Value>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Grant>> {
+        Box::pin(self.cred_set_grant_state(kind, key_hash, state, payload, now))
+    }
+
+    fn consume_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_consume_grant(kind, key_hash, now))
+    }
+
+    fn purge_expired<'a>(&'a self, now: Timestamp) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.cred_purge_expired(now))
+    }
+
+    fn create_refresh<'a>(&'a self, token: RefreshToken) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_create_refresh(token))
+    }
+
+    fn rotate_refresh<'a>(
+        &'a self,
+        old_hash: &'a str,
+        new: RefreshToken,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<RotateOutcome>> {
+        Box::pin(self.cred_rotate_refresh(old_hash, new, now))
+    }
+
+    fn revoke_family<'a>(&'a self, family: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.cred_revoke_family(family))
+    }
+
+    fn get_refresh<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
+        Box::pin(self.cred_get_refresh(token_hash))
     }
 }

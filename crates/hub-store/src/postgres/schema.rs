@@ -158,6 +158,65 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, device, kind, version)
     );
     "#,
+    // Identity for the OAuth/OIDC server: users (with their password hash), OAuth clients,
+    // single-use grants (authorization and device codes) and refresh-token families. Users and
+    // clients reference their group, like devices, so a group holding them cannot vanish.
+    r#"
+    CREATE TABLE users (
+        tenant        TEXT COLLATE "C" NOT NULL,
+        id            TEXT COLLATE "C" NOT NULL,
+        group_path    TEXT COLLATE "C" NOT NULL REFERENCES groups (path),
+        display_name  TEXT NOT NULL,
+        email         TEXT,
+        role          TEXT NOT NULL,
+        disabled      BOOLEAN NOT NULL,
+        version       BIGINT NOT NULL,
+        created_at    BIGINT NOT NULL,
+        updated_at    BIGINT NOT NULL,
+        password_hash TEXT,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE INDEX users_group ON users (group_path);
+
+    CREATE TABLE oauth_clients (
+        id            TEXT COLLATE "C" PRIMARY KEY,
+        group_path    TEXT COLLATE "C" NOT NULL REFERENCES groups (path),
+        display_name  TEXT NOT NULL,
+        redirect_uris TEXT NOT NULL,
+        secret_hash   TEXT,
+        grant_types   TEXT NOT NULL,
+        scopes        TEXT NOT NULL,
+        created_at    BIGINT NOT NULL
+    );
+    CREATE INDEX oauth_clients_group ON oauth_clients (group_path);
+
+    CREATE TABLE grants (
+        kind       TEXT NOT NULL,
+        key_hash   TEXT COLLATE "C" NOT NULL,
+        user_code  TEXT COLLATE "C",
+        payload    TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        state      TEXT NOT NULL,
+        PRIMARY KEY (kind, key_hash)
+    );
+    CREATE UNIQUE INDEX grants_user_code ON grants (user_code) WHERE user_code IS NOT NULL;
+    CREATE INDEX grants_expiry ON grants (expires_at);
+
+    CREATE TABLE refresh_tokens (
+        token_hash TEXT COLLATE "C" PRIMARY KEY,
+        family     TEXT COLLATE "C" NOT NULL,
+        tenant     TEXT COLLATE "C" NOT NULL,
+        user_id    TEXT COLLATE "C",
+        client     TEXT COLLATE "C" NOT NULL,
+        scopes     TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        used       BOOLEAN NOT NULL,
+        revoked    BOOLEAN NOT NULL
+    );
+    CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+    CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+    "#,
 ];
 
 /// The advisory lock key for migrating `schema` (FNV-1a of a fixed label and the schema name),

@@ -2,11 +2,14 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use hub_core::{BoxFuture, DeviceId, Error, Result, TenantId, Timestamp};
+use hub_core::{BoxFuture, DeviceId, Error, Result, TenantId, Timestamp, UserId};
 
 use super::registry::ts;
 use super::{SqliteStore, corrupt, db_err};
-use crate::credentials::{AccessKeyRecord, CredentialStore};
+use crate::credentials::{
+    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
+    RotateOutcome,
+};
 
 const COLS: &str = "prefix, tenant, device, hash, created_at, expires_at, revoked_at";
 
@@ -143,5 +146,91 @@ impl CredentialStore for SqliteStore {
             }
             Ok(())
         }))
+    }
+
+    fn set_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+        hash: String,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_set_password_hash(tenant.clone(), user.clone(), hash))
+    }
+
+    fn get_password_hash<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(self.cred_get_password_hash(tenant.clone(), user.clone()))
+    }
+
+    fn put_grant<'a>(&'a self, grant: Grant, now: Timestamp) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_put_grant(grant, now))
+    }
+
+    fn get_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_get_grant(kind, key_hash.to_owned(), now))
+    }
+
+    fn find_grant_by_user_code<'a>(
+        &'a self,
+        user_code: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_find_grant_by_user_code(user_code.to_owned(), now))
+    }
+
+    fn set_grant_state<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        state: GrantState,
+        payload: Option<serde_json::Value>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Grant>> {
+        Box::pin(self.cred_set_grant_state(kind, key_hash.to_owned(), state, payload, now))
+    }
+
+    fn consume_grant<'a>(
+        &'a self,
+        kind: GrantKind,
+        key_hash: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<Grant>>> {
+        Box::pin(self.cred_consume_grant(kind, key_hash.to_owned(), now))
+    }
+
+    fn purge_expired<'a>(&'a self, now: Timestamp) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.cred_purge_expired(now))
+    }
+
+    fn create_refresh<'a>(&'a self, token: RefreshToken) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_create_refresh(token))
+    }
+
+    fn rotate_refresh<'a>(
+        &'a self,
+        old_hash: &'a str,
+        new: RefreshToken,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<RotateOutcome>> {
+        Box::pin(self.cred_rotate_refresh(old_hash.to_owned(), new, now))
+    }
+
+    fn revoke_family<'a>(&'a self, family: &'a str) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.cred_revoke_family(family.to_owned()))
+    }
+
+    fn get_refresh<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
+        Box::pin(self.cred_get_refresh(token_hash.to_owned()))
     }
 }

@@ -37,10 +37,12 @@ use crate::{Durability, StoreLimits, Stores};
 mod audit;
 mod config;
 mod credentials;
+mod grants;
 mod jobs;
 mod measurements;
 mod registry;
 mod schema;
+mod users;
 
 /// How to open a [`SqliteStore`].
 #[derive(Debug, Clone)]

@@ -2,10 +2,15 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use hub_core::{BoxFuture, DeviceId, Error, GroupPath, Result, TenantId, Timestamp};
+use hub_core::{
+    BoxFuture, ClientId, DeviceId, Error, GroupPath, Result, TenantId, Timestamp, UserId,
+};
 
 use super::{SqliteStore, corrupt, db_err};
-use crate::registry::{Device, DevicePatch, Group, Lifecycle, NewDevice, RegistryStore};
+use crate::registry::{
+    Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
+    UserPatch,
+};
 use crate::{Page, PageRequest, bad_cursor, validate};
 
 /// SQL for "`col` is `?n` or lies below it": every path below `p` sorts in `[p/, p0)` because
@@ -221,6 +226,9 @@ impl RegistryStore for SqliteStore {
                     .map_err(db_err)?;
                 if devices > 0 {
                     return Err(Error::conflict(format!("group {path} has devices")));
+                }
+                if let Some(what) = super::users::group_has_identities(conn, path.as_str())? {
+                    return Err(Error::conflict(format!("group {path} has {what}")));
                 }
                 conn.prepare_cached("DELETE FROM groups WHERE path = ?1")
                     .and_then(|mut s| s.execute([path.as_str()]))
@@ -461,5 +469,79 @@ impl RegistryStore for SqliteStore {
             })
             .await
         })
+    }
+
+    fn move_group<'a>(
+        &'a self,
+        from: &'a GroupPath,
+        to: &'a GroupPath,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Group>> {
+        Box::pin(self.identity_move_group(from.clone(), to.clone(), now))
+    }
+
+    fn create_user<'a>(&'a self, user: NewUser, now: Timestamp) -> BoxFuture<'a, Result<User>> {
+        Box::pin(self.identity_create_user(user, now))
+    }
+
+    fn get_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<User>>> {
+        Box::pin(self.identity_get_user(tenant.clone(), id.clone()))
+    }
+
+    fn update_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+        patch: UserPatch,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<User>> {
+        Box::pin(self.identity_update_user(
+            tenant.clone(),
+            id.clone(),
+            patch,
+            expected_version,
+            now,
+        ))
+    }
+
+    fn delete_user<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+        id: &'a UserId,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.identity_delete_user(tenant.clone(), id.clone()))
+    }
+
+    fn list_users<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<User>>> {
+        Box::pin(self.identity_list_users(root.clone(), page))
+    }
+
+    fn create_client<'a>(&'a self, client: OAuthClient) -> BoxFuture<'a, Result<OAuthClient>> {
+        Box::pin(self.identity_create_client(client))
+    }
+
+    fn get_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<Option<OAuthClient>>> {
+        Box::pin(self.identity_get_client(id.clone()))
+    }
+
+    fn delete_client<'a>(&'a self, id: &'a ClientId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.identity_delete_client(id.clone()))
+    }
+
+    fn list_clients<'a>(
+        &'a self,
+        root: &'a GroupPath,
+        page: PageRequest,
+    ) -> BoxFuture<'a, Result<Page<OAuthClient>>> {
+        Box::pin(self.identity_list_clients(root.clone(), page))
     }
 }

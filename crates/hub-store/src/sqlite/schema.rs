@@ -145,6 +145,64 @@ CREATE TABLE config_documents (
     PRIMARY KEY (tenant, device, kind, version)
 ) WITHOUT ROWID;
 "#,
+    // Identity for the OAuth/OIDC server: users (with their password hash), OAuth clients,
+    // single-use grants (authorization and device codes) and refresh-token families.
+    r#"
+CREATE TABLE users (
+    tenant        TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    group_path    TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    email         TEXT,
+    role          TEXT NOT NULL,
+    disabled      INTEGER NOT NULL,
+    version       INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    password_hash TEXT,
+    PRIMARY KEY (tenant, id)
+) WITHOUT ROWID;
+CREATE INDEX users_by_group ON users (group_path);
+
+CREATE TABLE oauth_clients (
+    id            TEXT PRIMARY KEY,
+    group_path    TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    redirect_uris TEXT NOT NULL,
+    secret_hash   TEXT,
+    grant_types   TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX oauth_clients_by_group ON oauth_clients (group_path);
+
+CREATE TABLE grants (
+    kind       TEXT NOT NULL,
+    key_hash   TEXT NOT NULL,
+    user_code  TEXT,
+    payload    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    PRIMARY KEY (kind, key_hash)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX grants_by_user_code ON grants (user_code) WHERE user_code IS NOT NULL;
+CREATE INDEX grants_by_expiry ON grants (expires_at);
+
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family     TEXT NOT NULL,
+    tenant     TEXT NOT NULL,
+    user_id    TEXT,
+    client     TEXT NOT NULL,
+    scopes     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    used       INTEGER NOT NULL,
+    revoked    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+"#,
 ];
 
 /// The schema version this code writes.
