@@ -319,15 +319,19 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// A short description for logs and audit records, e.g. `user:alice@acme/plant-1`.
+    /// A short description for logs, audit records and lease holders, e.g.
+    /// `user:alice@acme/plant-1`. Two different principals never share a description: user and
+    /// device ids cannot contain `/`, groups cannot contain `@`, and service names are quoted.
     pub fn describe(&self) -> String {
         match self {
             Principal::User(u) => format!("user:{}@{}", u.id, u.group),
             Principal::Device(d) => format!("device:{}@{}", d.id, d.group),
             Principal::App(a) => format!("app:{}/user:{}@{}", a.client, a.user.id, a.user.group),
+            // The free-form service name is quoted, so that no name can imitate another
+            // service's name and root (`ops@acme` at the top versus `ops` at `acme`).
             Principal::Service(s) => match &s.root {
-                Some(root) => format!("service:{}@{}", s.name, root),
-                None => format!("service:{}", s.name),
+                Some(root) => format!("service:{:?}@{}", s.name, root),
+                None => format!("service:{:?}", s.name),
             },
         }
     }

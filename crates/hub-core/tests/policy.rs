@@ -344,3 +344,29 @@ fn unknown_scopes_are_rejected() {
         ScopeSet::only(Scope::JobsRead).with(Scope::DevicesRead)
     );
 }
+
+#[test]
+fn principal_descriptions_are_unambiguous() {
+    let svc = |name: &str, root: Option<&str>| {
+        Principal::Service(ServicePrincipal {
+            name: name.into(),
+            root: root.map(|r| r.parse().unwrap()),
+            scopes: ScopeSet::EMPTY,
+        })
+    };
+    assert_ne!(
+        svc("ops@acme", None).describe(),
+        svc("ops", Some("acme")).describe()
+    );
+    let user = |id: &str, g: &str| {
+        Principal::User(UserPrincipal {
+            id: id.parse().unwrap(),
+            group: g.parse().unwrap(),
+            scopes: ScopeSet::EMPTY,
+        })
+    };
+    assert_eq!(
+        user("erin@acme.example", "acme/plant-1").describe(),
+        "user:erin@acme.example@acme/plant-1"
+    );
+}

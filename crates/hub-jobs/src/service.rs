@@ -47,7 +47,7 @@ use hub_core::{
 };
 use hub_store::{
     ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob, Page,
-    PageRequest,
+    PageRequest, RegistryStore,
 };
 
 use crate::machine::{
@@ -73,7 +73,8 @@ pub trait Sleep: Send + Sync + std::fmt::Debug + 'static {
 pub struct CreateJob {
     /// The device that executes it.
     pub device: DeviceId,
-    /// The device's current group (the caller looked it up in the registry).
+    /// The device's current group. The service checks it against the registry and answers
+    /// [`ErrorKind::NotFound`] when the device is not in it.
     pub group: GroupPath,
     /// The lane; [`DEFAULT_LANE`] when `None`.
     pub lane: Option<String>,
@@ -90,6 +91,7 @@ pub struct CreateJob {
 #[derive(Debug, Clone)]
 pub struct JobService {
     store: Arc<dyn JobStore>,
+    registry: Arc<dyn RegistryStore>,
     notifier: Arc<dyn JobNotifier>,
     presence: Arc<dyn PresenceQuery>,
     events: Arc<dyn EventSink>,
@@ -221,12 +223,13 @@ fn window(head: Vec<JobRecord>) -> Vec<JobRecord> {
 }
 
 impl JobService {
-    /// A service over `store` that reaches devices through `notifier` and `presence`, publishes
+    /// A service over `store` (jobs) and `registry` (where each device is) that reaches devices through `notifier` and `presence`, publishes
     /// into `events` and tells the time by `clock`. Without [`JobService::with_sleep`],
     /// [`DeliveryPolicy::WaitOnline`] does not wait and behaves as
     /// [`DeliveryPolicy::FailIfOffline`].
     pub fn new(
         store: Arc<dyn JobStore>,
+        registry: Arc<dyn RegistryStore>,
         notifier: Arc<dyn JobNotifier>,
         presence: Arc<dyn PresenceQuery>,
         events: Arc<dyn EventSink>,
@@ -234,6 +237,7 @@ impl JobService {
     ) -> Self {
         Self {
             store,
+            registry,
             notifier,
             presence,
             events,
@@ -266,6 +270,7 @@ impl JobService {
             &Resource::device(req.group.clone(), req.device.clone()),
         )
         .map_err(denied)?;
+        self.check_registered_group(&req.group, &req.device).await?;
         req.options.validate()?;
         let tenant = req.group.tenant();
         let holder = principal.describe();
@@ -304,17 +309,19 @@ impl JobService {
             .await?;
         let job = &outcome.job;
         if !outcome.created {
-            if job.device != req.device || job.lane != lane || job.document != req.document {
-                return Err(Error::conflict(
-                    "the idempotency key was already used for a different job",
-                ));
-            }
+            // Whether the earlier job may be seen comes first: a key used elsewhere in the
+            // tenant must not reveal anything about that job.
             authorize(
                 principal,
                 Action::ReadJobs,
                 &Resource::device(job.group.clone(), job.device.clone()),
             )
             .map_err(denied)?;
+            if job.device != req.device || job.lane != lane || job.document != req.document {
+                return Err(Error::conflict(
+                    "the idempotency key was already used for a different job",
+                ));
+            }
             return Ok(outcome);
         }
         self.events.publish(Event {
@@ -328,10 +335,23 @@ impl JobService {
                 version: job.version,
             },
         });
-        // Tell the device only when the new job is the one it may claim now.
-        self.notify_claimable(&tenant, &job.device, &job.lane, Some(job.id))
-            .await?;
+        // Tell the device only when the new job is the one it may claim now. The job is
+        // committed: a failure to look at the queue only delays the notice, it must not make
+        // the caller retry (and create the job twice without an idempotency key).
+        let _ = self
+            .notify_claimable(&tenant, &job.device, &job.lane, Some(job.id))
+            .await;
         Ok(outcome)
+    }
+
+    /// Checks that `device` is registered in `group`, the group the caller named and was
+    /// authorized for. Without this a caller could reach a device outside its subtree by naming
+    /// a group it may act in. A mismatch answers 404, like a device outside reach.
+    async fn check_registered_group(&self, group: &GroupPath, device: &DeviceId) -> Result<()> {
+        match self.registry.get_device(&group.tenant(), device).await? {
+            Some(d) if d.group == *group => Ok(()),
+            _ => Err(Error::not_found("no such device")),
+        }
     }
 
     async fn check_delivery(
@@ -436,15 +456,19 @@ impl JobService {
             &Resource::device(job.group.clone(), job.device.clone()),
         )
         .map_err(denied)?;
-        if let Some(v) = if_match
-            && v != job.version
-        {
-            return Err(Error::precondition_failed(format!(
+        match if_match {
+            Some(v) if v != job.version => Err(Error::precondition_failed(format!(
                 "job {id} is at version {}, not {v}",
                 job.version
-            )));
+            ))),
+            // Conditional: exactly the version the controller saw, or 412. No re-read and retry,
+            // which would apply the command to a state the controller never saw.
+            Some(_) => Ok(self
+                .write_once(&job, Actor::Controller, &cmd, None)
+                .await?
+                .unwrap_or(job)),
+            None => self.drive(job, Actor::Controller, &cmd, None).await,
         }
-        self.drive(job, Actor::Controller, &cmd, None).await
     }
 
     /// Device: the next job of `lane` ([`DEFAULT_LANE`] when `None`), or `None` when nothing is
@@ -493,8 +517,15 @@ impl JobService {
                 .await
             {
                 Ok(Some(record)) => return Ok(Some(record)),
-                Ok(None) => return Ok(Some(job)),
-                Err(e) if e.kind() == ErrorKind::PreconditionFailed => continue,
+                // Someone else changed the job, or a deadline passed between our read and our
+                // write (the machine then refuses the claim): look again.
+                Ok(None) => continue,
+                Err(e)
+                    if e.kind() == ErrorKind::PreconditionFailed
+                        || e.kind() == ErrorKind::Conflict =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -596,6 +627,7 @@ impl JobService {
             &Resource::device(group.clone(), device.clone()),
         )
         .map_err(denied)?;
+        self.check_registered_group(group, device).await?;
         let now = self.clock.now();
         self.store
             .acquire_control(
@@ -621,6 +653,7 @@ impl JobService {
             &Resource::device(group.clone(), device.clone()),
         )
         .map_err(denied)?;
+        self.check_registered_group(group, device).await?;
         self.store
             .release_control(&group.tenant(), device, &principal.describe())
             .await

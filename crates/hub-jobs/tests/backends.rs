@@ -6,7 +6,6 @@ mod common;
 use std::sync::Arc;
 
 use common::{Elapsed, Hub, hub_on, scenarios};
-use hub_store::JobStore;
 use hub_store::postgres::{PostgresConfig, PostgresStore};
 use hub_store::sqlite::{SqliteConfig, SqliteStore};
 
@@ -16,8 +15,7 @@ async fn sqlite_hub() -> (Hub, tempfile::TempDir) {
     let store = SqliteStore::open(SqliteConfig::new(dir.path().join("jobs.db")))
         .await
         .unwrap();
-    let jobs: Arc<dyn JobStore> = Arc::new(store);
-    (hub_on(jobs, Arc::new(Elapsed)), dir)
+    (hub_on(store.into_stores(), Arc::new(Elapsed)).await, dir)
 }
 
 /// A hub over a fresh PostgreSQL schema, or `None` (with a notice) without a test server.
@@ -33,8 +31,10 @@ async fn postgres_hub() -> Option<(Hub, PostgresStore)> {
     })
     .await
     .expect("the test database is reachable");
-    let jobs: Arc<dyn JobStore> = Arc::new(store.clone());
-    Some((hub_on(jobs, Arc::new(Elapsed)), store))
+    Some((
+        hub_on(store.clone().into_stores(), Arc::new(Elapsed)).await,
+        store,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

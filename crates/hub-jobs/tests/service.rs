@@ -14,17 +14,17 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_device_receives_its_jobs_in_creation_order_one_at_a_time() {
-    scenarios::a_device_receives_its_jobs_in_creation_order_one_at_a_time(&hub()).await;
+    scenarios::a_device_receives_its_jobs_in_creation_order_one_at_a_time(&hub().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_deliver_one_execution() {
-    scenarios::concurrent_claims_deliver_one_execution(Arc::new(hub())).await;
+    scenarios::concurrent_claims_deliver_one_execution(Arc::new(hub().await)).await;
 }
 
 #[tokio::test]
 async fn create_with_an_idempotency_key_returns_the_same_job() {
-    let h = hub();
+    let h = hub().await;
     let r = CreateJob {
         idempotency_key: Some("k-1".into()),
         ..req(json!({"op": "reboot"}))
@@ -60,7 +60,7 @@ async fn create_with_an_idempotency_key_returns_the_same_job() {
 
 #[tokio::test]
 async fn failures_are_retried_after_a_backoff_then_fail_for_good() {
-    let h = hub();
+    let h = hub().await;
     let opts = JobOptions {
         max_attempts: 2,
         retry_backoff_base_ms: 1000,
@@ -133,7 +133,7 @@ async fn failures_are_retried_after_a_backoff_then_fail_for_good() {
 
 #[tokio::test]
 async fn rejected_jobs_are_not_retried() {
-    let h = hub();
+    let h = hub().await;
     let opts = JobOptions {
         max_attempts: 5,
         ..JobOptions::default()
@@ -152,7 +152,7 @@ async fn rejected_jobs_are_not_retried() {
 
 #[tokio::test]
 async fn undelivered_jobs_expire_after_their_ttl() {
-    let h = hub();
+    let h = hub().await;
     let opts = JobOptions {
         ttl_ms: Some(5000),
         ..JobOptions::default()
@@ -176,12 +176,12 @@ async fn undelivered_jobs_expire_after_their_ttl() {
 
 #[tokio::test]
 async fn an_execution_timeout_releases_the_queue() {
-    scenarios::an_execution_timeout_releases_the_queue(&hub()).await;
+    scenarios::an_execution_timeout_releases_the_queue(&hub().await).await;
 }
 
 #[tokio::test]
 async fn cooperative_cancel_asks_the_device() {
-    let h = hub();
+    let h = hub().await;
     let job = h.create(req(json!("x"))).await;
     let second = h.create(req(json!("y"))).await;
     let d = h.claim().await.unwrap();
@@ -213,7 +213,7 @@ async fn cooperative_cancel_asks_the_device() {
 
 #[tokio::test]
 async fn forced_cancel_is_immediate_and_late_results_are_refused() {
-    let h = hub();
+    let h = hub().await;
     let job = h.create(req(json!("x"))).await;
     let queued = h.create(req(json!("y"))).await;
     let d = h.claim().await.unwrap();
@@ -259,7 +259,7 @@ async fn forced_cancel_is_immediate_and_late_results_are_refused() {
 
 #[tokio::test]
 async fn duplicate_results_are_accepted_and_conflicting_ones_refused() {
-    let h = hub();
+    let h = hub().await;
     h.create(req(json!("x"))).await;
     let d = h.claim().await.unwrap();
     let s = h.report(&d, ok("v1")).await.unwrap();
@@ -275,7 +275,7 @@ async fn duplicate_results_are_accepted_and_conflicting_ones_refused() {
 
 #[tokio::test]
 async fn exclusive_control_refuses_other_controllers() {
-    let h = hub();
+    let h = hub().await;
     let bob = user("bob", "acme/plant-1");
     h.svc
         .acquire_control(
@@ -312,7 +312,7 @@ async fn exclusive_control_refuses_other_controllers() {
 
 #[tokio::test]
 async fn other_tenants_and_devices_see_nothing() {
-    let h = hub();
+    let h = hub().await;
     let job = h.create(req(json!("x"))).await;
     let mallory = user("mallory", "globex");
     let globex: TenantId = "globex".parse().unwrap();
@@ -356,7 +356,7 @@ async fn other_tenants_and_devices_see_nothing() {
 
 #[tokio::test]
 async fn delivery_policies_apply_to_offline_devices() {
-    let h = hub();
+    let h = hub().await;
     h.presence.offline.lock().unwrap().insert(dev("pump-7"));
     let fail = |delivery| JobOptions {
         delivery,
@@ -407,7 +407,7 @@ async fn delivery_policies_apply_to_offline_devices() {
 
 #[tokio::test]
 async fn declared_concurrency_lets_a_device_hold_several_jobs() {
-    let h = hub();
+    let h = hub().await;
     let two = JobOptions {
         concurrency: 2,
         ..JobOptions::default()
@@ -426,7 +426,7 @@ async fn declared_concurrency_lets_a_device_hold_several_jobs() {
 
 #[tokio::test]
 async fn invalid_options_are_refused() {
-    let h = hub();
+    let h = hub().await;
     let bad = JobOptions {
         max_attempts: 0,
         ..JobOptions::default()
@@ -441,7 +441,7 @@ async fn invalid_options_are_refused() {
 
 #[tokio::test]
 async fn claims_keep_the_order_and_reports_are_size_limited() {
-    let h = hub();
+    let h = hub().await;
     h.create(req(json!("first"))).await;
     let second = h.create(req(json!("second"))).await;
     // A device cannot jump the queue by claiming a later job directly.
@@ -474,7 +474,7 @@ async fn claims_keep_the_order_and_reports_are_size_limited() {
 
 #[tokio::test]
 async fn a_long_poll_returns_nothing_when_its_wait_runs_out() {
-    let h = hub();
+    let h = hub().await;
     let got = h
         .svc
         .wait_next(&pump(), None, Duration::from_secs(30))
@@ -485,7 +485,7 @@ async fn a_long_poll_returns_nothing_when_its_wait_runs_out() {
 
 #[tokio::test]
 async fn a_long_poll_wakes_up_when_a_job_is_created() {
-    let h = Arc::new(hub_with_sleep(Arc::new(Never)));
+    let h = Arc::new(hub_with_sleep(Arc::new(Never)).await);
     let waiter = {
         let h = h.clone();
         tokio::spawn(async move {
@@ -511,4 +511,62 @@ async fn a_long_poll_wakes_up_when_a_job_is_created() {
         (got.id, got.state, got.execution),
         (job.id, JobState::Delivered, 1)
     );
+}
+
+#[tokio::test]
+async fn naming_a_group_one_may_act_in_does_not_reach_a_device_elsewhere() {
+    let h = hub().await;
+    let bob = user("bob", "acme/plant-1");
+    // pump-9 lives in acme/plant-2; bob names his own group for it.
+    let sneaky = CreateJob {
+        device: dev("pump-9"),
+        group: group("acme/plant-1"),
+        ..req(json!("reboot"))
+    };
+    let e = h.svc.create(&bob, sneaky.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = h
+        .svc
+        .acquire_control(
+            &bob,
+            &group("acme/plant-1"),
+            &dev("pump-9"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    // A device that is not registered at all is not found either.
+    let ghost = CreateJob {
+        device: dev("ghost-1"),
+        ..req(json!("reboot"))
+    };
+    assert_eq!(
+        h.svc.create(&alice(), ghost).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Even a tenant administrator must name the device's real group.
+    let e = h.svc.create(&alice(), sneaky).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let honest = CreateJob {
+        device: dev("pump-9"),
+        group: group("acme/plant-2"),
+        ..req(json!("reboot"))
+    };
+    assert!(h.svc.create(&alice(), honest).await.unwrap().created);
+    // Nothing reached pump-9's queue through the sneaky requests.
+    let page = h
+        .svc
+        .list(
+            &alice(),
+            &group("acme"),
+            &JobFilter {
+                device: Some(dev("pump-9")),
+                ..JobFilter::default()
+            },
+            PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
 }

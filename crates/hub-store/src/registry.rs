@@ -369,6 +369,7 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The stable snake_case name of a role, as stored.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn role_name(role: Role) -> String {
     match serde_json::to_value(role) {
         Ok(serde_json::Value::String(s)) => s,
@@ -377,6 +378,7 @@ pub(crate) fn role_name(role: Role) -> String {
 }
 
 /// The role named by [`role_name`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn role_from_name(name: &str) -> Option<Role> {
     serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }

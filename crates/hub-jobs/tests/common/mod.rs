@@ -18,7 +18,7 @@ use hub_core::{
 };
 use hub_jobs::{Command, CreateJob, JobOptions, JobService, Sleep};
 use hub_store::memory::MemoryStore;
-use hub_store::{JobRecord, JobStore, StoreLimits};
+use hub_store::{JobRecord, JobStore, NewDevice, RegistryStore, StoreLimits, Stores};
 use serde_json::json;
 
 #[derive(Debug, Default)]
@@ -92,8 +92,8 @@ pub struct Hub {
 }
 
 /// A hub over the in-memory store whose waits have always already run out.
-pub fn hub() -> Hub {
-    hub_with_sleep(Arc::new(Elapsed))
+pub async fn hub() -> Hub {
+    hub_with_sleep(Arc::new(Elapsed)).await
 }
 
 /// A timer that never runs out.
@@ -107,18 +107,64 @@ impl Sleep for Never {
 }
 
 /// A hub over the in-memory store.
-pub fn hub_with_sleep(sleep: Arc<dyn Sleep>) -> Hub {
-    hub_on(Arc::new(MemoryStore::new(StoreLimits::default())), sleep)
+pub async fn hub_with_sleep(sleep: Arc<dyn Sleep>) -> Hub {
+    hub_on(
+        MemoryStore::new(StoreLimits::default()).into_stores(),
+        sleep,
+    )
+    .await
+}
+
+/// The devices the scenarios use, each in its group: `(tenant root, group, device)`.
+pub const DEVICES: &[(&str, &str, &str)] = &[
+    ("acme", "acme/plant-1", "pump-7"),
+    ("acme", "acme/plant-1", "pump-8"),
+    ("acme", "acme/plant-2", "pump-9"),
+    ("globex", "globex/plant-1", "pump-7"),
+];
+
+/// Registers the tenants, groups and devices of [`DEVICES`].
+pub async fn register_devices(registry: &dyn RegistryStore) {
+    let t0 = Timestamp::EPOCH;
+    for (tenant, g, d) in DEVICES {
+        let tenant: TenantId = tenant.parse().unwrap();
+        if registry
+            .get_group(&GroupPath::root(&tenant))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            registry.create_tenant(&tenant, "tenant", t0).await.unwrap();
+        }
+        if registry.get_group(&group(g)).await.unwrap().is_none() {
+            registry.create_group(&group(g), "group", t0).await.unwrap();
+        }
+        registry
+            .create_device(
+                NewDevice {
+                    id: dev(d),
+                    group: group(g),
+                    display_name: String::new(),
+                    attributes: serde_json::json!({}),
+                },
+                t0,
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// A hub over any job store.
-pub fn hub_on(store: Arc<dyn JobStore>, sleep: Arc<dyn Sleep>) -> Hub {
+pub async fn hub_on(stores: Stores, sleep: Arc<dyn Sleep>) -> Hub {
+    register_devices(stores.registry.as_ref()).await;
+    let store = stores.jobs.clone();
     let clock = ManualClock::new(Timestamp::from_millis(1_800_000_000_000).unwrap());
     let events = Arc::new(RecordedEvents::new());
     let notices = Arc::new(Notices::default());
     let presence = Arc::new(FakePresence::default());
     let svc = JobService::new(
         store.clone(),
+        stores.registry.clone(),
         notices.clone(),
         presence.clone(),
         events.clone(),
