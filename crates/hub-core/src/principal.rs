@@ -285,7 +285,9 @@ impl AppPrincipal {
         &self.user
     }
 
-    /// The delegated scopes (always a subset of the user's).
+    /// The delegated scopes: a subset of the user's when built with [`AppPrincipal::new`]. A
+    /// value deserialized from elsewhere may carry more; [`authorize`](crate::authorize)
+    /// intersects again, so they never take effect.
     pub fn scopes(&self) -> ScopeSet {
         self.scopes
     }

@@ -168,7 +168,10 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// `limit` of them (every tenant: this feeds the job service's timer).
     fn due_jobs<'a>(&'a self, at: Timestamp, limit: u32) -> BoxFuture<'a, Result<Vec<JobRecord>>>;
 
-    /// The jobs of `root`'s subtree that match `filter`, ordered by id (creation time).
+    /// The jobs of `root`'s subtree that match `filter`, ordered by id (creation time). Ids
+    /// carry their creator's clock, so while jobs are being created a new job can sort before a
+    /// cursor already passed (same millisecond, or another node's clock behind): a live listing
+    /// may miss it, a listing of a quiet subtree never does.
     fn list_jobs<'a>(
         &'a self,
         root: &'a GroupPath,
