@@ -9,6 +9,7 @@
 //! | [`CredentialStore`] | hashed device access keys, looked up by a public prefix |
 //! | [`JobStore`] | jobs in per-device FIFO order, compare-and-set on a version, due times, idempotency keys, exclusive-control leases |
 //! | [`MeasurementStore`] | time series points, idempotent on (device, series, time), with hourly rollups for fast aggregates |
+//! | [`ArtifactStore`] | content-addressed blobs per tenant (firmware, packages, backups), streamed in and out, SHA-256 verified, size limited |
 //!
 //! Backends:
 //!
@@ -35,6 +36,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod artifacts;
 pub mod credentials;
 pub mod jobs;
 pub mod measurements;
@@ -51,6 +53,7 @@ pub mod sqlite;
 mod rollup;
 mod validate;
 
+pub use artifacts::{ArtifactMeta, ArtifactStore};
 pub use credentials::{AccessKeyRecord, CredentialStore};
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{
@@ -72,6 +75,8 @@ pub struct Stores {
     pub jobs: Arc<dyn JobStore>,
     /// Measurements.
     pub measurements: Arc<dyn MeasurementStore>,
+    /// Artifacts (content-addressed blobs).
+    pub artifacts: Arc<dyn ArtifactStore>,
 }
 
 /// What an acknowledged write survives. Chosen by configuration; backends document how they keep
@@ -103,6 +108,8 @@ pub struct StoreLimits {
     pub max_page_size: u32,
     /// The most aggregate buckets one query may produce.
     pub max_buckets: u32,
+    /// The largest artifact, bytes.
+    pub max_artifact_bytes: u64,
 }
 
 impl Default for StoreLimits {
@@ -114,6 +121,7 @@ impl Default for StoreLimits {
             max_points_per_append: 100_000,
             max_page_size: 1000,
             max_buckets: 100_000,
+            max_artifact_bytes: 1024 * 1024 * 1024,
         }
     }
 }

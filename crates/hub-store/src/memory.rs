@@ -36,7 +36,8 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
-    limits: StoreLimits,
+    pub(crate) artifacts: Arc<Mutex<crate::artifacts::memory::Blobs>>,
+    pub(crate) limits: StoreLimits,
 }
 
 impl MemoryStore {
@@ -44,6 +45,7 @@ impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
         Self {
             state: Arc::default(),
+            artifacts: Arc::default(),
             limits,
         }
     }
@@ -55,7 +57,8 @@ impl MemoryStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            artifacts: me,
         }
     }
 

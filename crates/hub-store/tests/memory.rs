@@ -78,15 +78,15 @@ mod broken {
     }
 
     pub(crate) fn stores(bug: Bug) -> Stores {
-        let me = std::sync::Arc::new(Broken {
-            inner: MemoryStore::new(StoreLimits::default()),
-            bug,
-        });
+        let inner = MemoryStore::new(StoreLimits::default());
+        let artifacts = std::sync::Arc::new(inner.clone());
+        let me = std::sync::Arc::new(Broken { inner, bug });
         Stores {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
             measurements: me,
+            artifacts,
         }
     }
 

@@ -105,9 +105,12 @@ use std::sync::Arc;
 
 use hub_core::{BoxFuture, DeviceId, ErrorKind, GroupPath, JobId, Result, TenantId, Timestamp};
 
+pub use artifacts::artifact_size_limit;
+
 use crate::measurements::SeriesName;
 use crate::{Page, PageRequest, StoreLimits, Stores};
 
+mod artifacts;
 mod concurrency;
 mod credentials;
 mod jobs;
@@ -197,6 +200,12 @@ pub fn checks() -> Vec<Check> {
         check!("measurements_delete_before", measurements::delete_before),
         check!("measurements_invalid_input", measurements::invalid_input),
         check!("model_random_operations", model::random_operations),
+        check!("artifacts_round_trip", artifacts::round_trip),
+        check!("artifacts_refusals", artifacts::refusals),
+        check!("artifacts_idempotent", artifacts::idempotent),
+        check!("artifacts_tenant_isolation", artifacts::tenant_isolation),
+        check!("artifacts_paging", artifacts::paging),
+        check!("artifacts_delete", artifacts::delete),
     ]
 }
 

@@ -41,6 +41,7 @@ use hub_core::{Error, ErrorKind, GroupPath, Result};
 
 use crate::{StoreLimits, Stores, bad_cursor};
 
+mod artifacts;
 mod jobs;
 mod measurements;
 mod registry;
@@ -159,7 +160,8 @@ impl PostgresStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            artifacts: me,
         }
     }
 

@@ -34,6 +34,7 @@ use hub_core::{Error, Result};
 
 use crate::{Durability, StoreLimits, Stores};
 
+mod artifacts;
 mod credentials;
 mod jobs;
 mod measurements;
@@ -117,6 +118,8 @@ struct Inner {
     /// throwing away) extra connections, which costs far more than the wait.
     read_permits: tokio::sync::Semaphore,
     limits: StoreLimits,
+    /// Orders the last steps of artifact puts and deletes (see `artifacts`).
+    artifact_lock: tokio::sync::Mutex<()>,
 }
 
 /// The SQLite backend. Cheap to clone; clones share the writer and the read pool.
@@ -189,6 +192,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 read_permits: tokio::sync::Semaphore::new(config.readers.max(1)),
                 limits: config.limits,
+                artifact_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -200,7 +204,8 @@ impl SqliteStore {
             registry: me.clone(),
             credentials: me.clone(),
             jobs: me.clone(),
-            measurements: me,
+            measurements: me.clone(),
+            artifacts: me,
         }
     }
 

@@ -7,7 +7,8 @@ use hub_core::{Error, Result};
 use super::db_err;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE groups (
     path         TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -114,7 +115,18 @@ CREATE TABLE rollups_hour (
     last_value  REAL NOT NULL,
     PRIMARY KEY (series_id, hour)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE artifacts (
+    tenant     TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+) WITHOUT ROWID;
+"#,
+];
 
 /// The schema version this code writes.
 pub(crate) const CURRENT: i64 = MIGRATIONS.len() as i64;
