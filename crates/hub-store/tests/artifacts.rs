@@ -232,3 +232,160 @@ async fn sqlite_concurrent_identical_puts_and_deletes_stay_consistent() {
         .expect("put");
     assert_eq!(read_all(&store, &sha).await.expect("read"), body);
 }
+
+// ---- PostgreSQL (skipped without HUB_TEST_POSTGRES_URL, like the other PostgreSQL tests) ----
+
+mod pg {
+    use super::*;
+    use hub_store::artifacts::CHUNK_SIZE;
+    use hub_store::postgres::{PostgresConfig, PostgresStore};
+
+    fn url() -> Option<String> {
+        std::env::var("HUB_TEST_POSTGRES_URL").ok()
+    }
+
+    /// A fresh store in its own schema, and a raw client on that schema.
+    async fn open(url: &str, limits: StoreLimits) -> (PostgresStore, tokio_postgres::Client) {
+        let schema = format!("hub_art_{}", uuid::Uuid::new_v4().simple());
+        let mut config = PostgresConfig::new(url);
+        config.schema = Some(schema.clone());
+        config.limits = limits;
+        let store = PostgresStore::connect(config).await.expect("PostgreSQL");
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connection");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("SET search_path TO {schema}"))
+            .await
+            .expect("search_path");
+        (store, client)
+    }
+
+    async fn chunk_rows(raw: &tokio_postgres::Client) -> Vec<(String, i64)> {
+        raw.query(
+            "SELECT sha256, count(*) FROM artifact_chunks GROUP BY sha256 ORDER BY sha256",
+            &[],
+        )
+        .await
+        .expect("count chunks")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn postgres_enforces_the_size_limit_and_leaves_no_chunks() {
+        let Some(url) = url() else { return };
+        let (store, raw) = open(&url, small_limits()).await;
+        artifact_size_limit(store.clone().into_stores(), LIMIT).await;
+        let body = data(CHUNK_SIZE * 2 + 5, 9);
+        let err = store
+            .put(
+                &acme(),
+                "application/octet-stream",
+                Box::new(&body[..]),
+                Some(&sha256_hex(b"other")),
+                t(0),
+            )
+            .await
+            .expect_err("mismatch");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let listed = store
+            .list(&acme(), PageRequest::first(0))
+            .await
+            .expect("list");
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(
+            chunk_rows(&raw).await,
+            vec![(listed.items[0].sha256.clone(), 4)],
+            "only the accepted artifact's chunks are stored (LIMIT bytes = 4 chunks)"
+        );
+        store.drop_schema().await.expect("drop schema");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres_concurrent_identical_puts_store_once() {
+        let Some(url) = url() else { return };
+        let (store, raw) = open(&url, StoreLimits::default()).await;
+        let body = data(CHUNK_SIZE * 3 + 1, 10);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, body) = (store.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .put(
+                        &acme(),
+                        "application/octet-stream",
+                        Box::new(&body[..]),
+                        None,
+                        t(i),
+                    )
+                    .await
+                    .expect("put")
+            }));
+        }
+        let mut metas = Vec::new();
+        for task in tasks {
+            metas.push(task.await.unwrap());
+        }
+        assert!(
+            metas.windows(2).all(|w| w[0] == w[1]),
+            "every racer gets the winner's metadata: {metas:?}"
+        );
+        assert_eq!(
+            chunk_rows(&raw).await,
+            vec![(sha256_hex(&body), 4)],
+            "the content is stored once, no pending chunks left"
+        );
+
+        // A reader that started before a delete streams the whole content.
+        let mut reader = store
+            .open(&acme(), &metas[0].sha256)
+            .await
+            .expect("open")
+            .expect("exists");
+        store
+            .delete(&acme(), &metas[0].sha256)
+            .await
+            .expect("delete");
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).await.expect("read");
+        assert_eq!(out, body);
+        assert!(
+            chunk_rows(&raw).await.is_empty(),
+            "delete removes the chunks"
+        );
+        assert!(
+            store
+                .open(&acme(), &metas[0].sha256)
+                .await
+                .expect("open")
+                .is_none()
+        );
+
+        // Damaged chunks are reported at the end of the stream.
+        let meta = store
+            .put(
+                &acme(),
+                "application/octet-stream",
+                Box::new(&body[..]),
+                None,
+                t(1),
+            )
+            .await
+            .expect("put");
+        raw.execute(
+            "UPDATE artifact_chunks SET data = overlay(data placing '\\x00ff'::bytea from 10) \
+             WHERE n = 1",
+            &[],
+        )
+        .await
+        .expect("damage");
+        let err = read_all(&store, &meta.sha256)
+            .await
+            .expect_err("damaged content is not accepted");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        store.drop_schema().await.expect("drop schema");
+    }
+}

@@ -23,6 +23,10 @@
 //! backup API while the hub keeps running. To restore: stop the hub, delete the database file
 //! and its `-wal` and `-shm` companions, copy the backup in their place under the database's
 //! name, and start the hub.
+//!
+//! Artifacts ([`ArtifactStore`](crate::ArtifactStore)) are files under `<db-dir>/artifacts/`,
+//! not in the database: copy that directory as well, after `backup_to` returns, so that every
+//! artifact row in the backup has its file (extra files without rows are harmless).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
