@@ -15,8 +15,8 @@
 //! Tenants are isolated: identical content put by two tenants is two artifacts, and one tenant
 //! never sees, opens or deletes another's.
 //!
-//! Integrity on read: the SQLite and PostgreSQL backends hash the content again while it streams
-//! out of [`ArtifactStore::open`]; if the stored bytes no longer match the name (a damaged disk,
+//! Integrity on read: every backend of this crate hashes the content again while it streams out
+//! of [`ArtifactStore::open`]; if the stored bytes no longer match the name (a damaged disk,
 //! a file edited behind the hub's back), the reader fails with an
 //! [`InvalidData`](std::io::ErrorKind::InvalidData) I/O error at the end of the stream instead
 //! of ending cleanly, so a consumer that reads to the end never accepts damaged content

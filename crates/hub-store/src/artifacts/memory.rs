@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use hub_core::{BoxFuture, Error, Result, TenantId, Timestamp};
 
-use super::{ArtifactBody, ArtifactMeta, ArtifactReader, ArtifactStore, Ingest, check_put};
+use super::{
+    ArtifactBody, ArtifactMeta, ArtifactReader, ArtifactStore, Ingest, Verified, check_put,
+};
 use crate::memory::MemoryStore;
 use crate::{Page, PageRequest, bad_cursor};
 
@@ -77,8 +79,9 @@ impl ArtifactStore for MemoryStore {
         tenant: &'a TenantId,
         sha256: &'a str,
     ) -> BoxFuture<'a, Result<Option<ArtifactReader>>> {
-        let found = self.blobs().get(&key(tenant, sha256)).map(|(_, b)| {
-            let reader: ArtifactReader = Box::new(std::io::Cursor::new(b.clone()));
+        let found = self.blobs().get(&key(tenant, sha256)).map(|(m, b)| {
+            let content = std::io::Cursor::new(b.clone());
+            let reader: ArtifactReader = Box::new(Verified::new(content, m.sha256.clone(), m.size));
             reader
         });
         Box::pin(std::future::ready(Ok(found)))

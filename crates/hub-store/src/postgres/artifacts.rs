@@ -8,6 +8,9 @@
 //! to the real digest and the transaction commits. A refused or failed put (or one whose future
 //! is dropped) rolls back, so no chunk of it is ever visible or left behind.
 //!
+//! The transaction, and one pooled connection, stay open while the body streams in, so a slow
+//! uploader holds them for as long as it takes.
+//!
 //! Two nodes putting the same content race on the metadata's primary key: the second insert
 //! waits for the first transaction, then does nothing; that put rolls its own chunks back and
 //! returns the winner's metadata.

@@ -23,6 +23,9 @@
 //! async lock, so that a delete racing an identical put never removes a file whose row the put
 //! just committed.
 //!
+//! Blob files and their directories are always fsynced before the row is written, whatever the
+//! configured [`Durability`](crate::Durability): a row must never outlive its file.
+//!
 //! Integrity: [`open`](ArtifactStore::open) hashes the file again while it streams out and fails
 //! at the end if the content no longer matches its name.
 
