@@ -11,6 +11,7 @@
 //! | [`MeasurementStore`] | time series points, idempotent on (device, series, time), with hourly rollups for fast aggregates |
 //! | [`AuditStore`] | the append-only audit log (who did what to which resource), queried by group subtree, removed only by retention |
 //! | [`ConfigStore`] | versioned device configuration documents (desired and reported), compare-and-set, copy onto a replacement unit, pruning |
+//! | [`ArtifactStore`] | content-addressed blobs per tenant (firmware, packages, backups), streamed in and out, SHA-256 verified, size limited |
 //!
 //! Backends:
 //!
@@ -37,6 +38,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub mod artifacts;
 pub mod audit;
 pub mod config;
 pub mod credentials;
@@ -55,6 +57,7 @@ pub mod sqlite;
 mod rollup;
 mod validate;
 
+pub use artifacts::{ArtifactMeta, ArtifactStore};
 pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
 pub use config::{ConfigDocument, ConfigKind, ConfigStore};
 pub use credentials::{
@@ -88,6 +91,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
     /// Device configuration documents.
     pub config: Arc<dyn ConfigStore>,
+    /// Artifacts (content-addressed blobs).
+    pub artifacts: Arc<dyn ArtifactStore>,
 }
 
 /// What an acknowledged write survives. Chosen by configuration; backends document how they keep
@@ -130,10 +135,17 @@ pub struct StoreLimits {
     /// The largest grant payload, serialized JSON bytes.
     #[serde(default = "default_grant_payload")]
     pub max_grant_payload_bytes: usize,
+    /// The largest artifact, bytes.
+    #[serde(default = "default_max_artifact_bytes")]
+    pub max_artifact_bytes: u64,
 }
 
 fn default_grant_payload() -> usize {
     8 * 1024
+}
+
+fn default_max_artifact_bytes() -> u64 {
+    1024 * 1024 * 1024
 }
 
 impl Default for StoreLimits {
@@ -148,6 +160,7 @@ impl Default for StoreLimits {
             max_audit_details_bytes: default_max_audit_details_bytes(),
             max_config_bytes: default_max_config_bytes(),
             max_grant_payload_bytes: default_grant_payload(),
+            max_artifact_bytes: default_max_artifact_bytes(),
         }
     }
 }

@@ -56,7 +56,8 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
-    limits: StoreLimits,
+    pub(crate) artifacts: Arc<Mutex<crate::artifacts::memory::Blobs>>,
+    pub(crate) limits: StoreLimits,
 }
 
 impl MemoryStore {
@@ -64,6 +65,7 @@ impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
         Self {
             state: Arc::default(),
+            artifacts: Arc::default(),
             limits,
         }
     }
@@ -77,7 +79,8 @@ impl MemoryStore {
             jobs: me.clone(),
             measurements: me.clone(),
             audit: me.clone(),
-            config: me,
+            config: me.clone(),
+            artifacts: me,
         }
     }
 

@@ -103,10 +103,9 @@ mod broken {
     }
 
     pub(crate) fn stores(bug: Bug) -> Stores {
-        let me = std::sync::Arc::new(Broken {
-            inner: MemoryStore::new(StoreLimits::default()),
-            bug,
-        });
+        let inner = MemoryStore::new(StoreLimits::default());
+        let artifacts = std::sync::Arc::new(inner.clone());
+        let me = std::sync::Arc::new(Broken { inner, bug });
         Stores {
             registry: me.clone(),
             credentials: me.clone(),
@@ -114,6 +113,7 @@ mod broken {
             measurements: me.clone(),
             audit: me.clone(),
             config: me,
+            artifacts,
         }
     }
 

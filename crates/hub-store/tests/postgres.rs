@@ -2029,6 +2029,7 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
         raw.batch_execute(
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE refresh_tokens; \
              DROP TABLE grants; DROP TABLE oauth_clients; DROP TABLE users; \
+             DROP TABLE artifact_chunks; DROP TABLE artifacts; \
              UPDATE schema_version SET version = 2",
         )
         .await
@@ -2077,12 +2078,13 @@ async fn a_schema_from_before_the_identity_tables_is_upgraded_in_place() {
             .create_tenant(&tn("acme"), "Acme", t(5))
             .await
             .expect("tenant");
-        // Turn it back into the schema of the release before: the identity migration is the
-        // last one, so drop its tables and step the version back by one.
+        // Turn it back into the schema of the release before: the identity migration is
+        // followed only by the artifacts migration, so drop the tables of both and step the
+        // version back by two.
         let raw = raw_client(&url, &schema).await;
         raw.batch_execute(
-            "DROP TABLE users, oauth_clients, grants, refresh_tokens; \
-             UPDATE schema_version SET version = version - 1;",
+            "DROP TABLE users, oauth_clients, grants, refresh_tokens, artifact_chunks, artifacts; \
+             UPDATE schema_version SET version = version - 2;",
         )
         .await
         .expect("downgrade");

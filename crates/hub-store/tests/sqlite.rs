@@ -391,7 +391,8 @@ async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE users; \
-             DROP TABLE oauth_clients; DROP TABLE grants; DROP TABLE refresh_tokens;",
+             DROP TABLE oauth_clients; DROP TABLE grants; DROP TABLE refresh_tokens; \
+             DROP TABLE artifacts;",
         )
         .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
@@ -464,8 +465,9 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
             .await
             .unwrap();
     }
-    // Turn it back into the database of the release before: the identity migration is the
-    // last one, so drop its tables and step user_version back by one.
+    // Turn it back into the database of the release before: the identity migration is
+    // followed only by the artifacts migration, so drop the tables of both and step
+    // user_version back by two.
     let current: i64 = {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
@@ -473,10 +475,10 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
             .unwrap();
         conn.execute_batch(
             "DROP TABLE users; DROP TABLE oauth_clients; DROP TABLE grants; \
-             DROP TABLE refresh_tokens;",
+             DROP TABLE refresh_tokens; DROP TABLE artifacts;",
         )
         .unwrap();
-        conn.pragma_update(None, "user_version", v - 1).unwrap();
+        conn.pragma_update(None, "user_version", v - 2).unwrap();
         v
     };
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();

@@ -3,17 +3,16 @@
 //! Every backend of the storage traits ([`RegistryStore`](crate::RegistryStore),
 //! [`CredentialStore`](crate::CredentialStore), [`JobStore`](crate::JobStore),
 //! [`MeasurementStore`](crate::MeasurementStore), [`AuditStore`](crate::AuditStore),
-//! [`ConfigStore`](crate::ConfigStore)) must pass this kit: the in-memory reference,
-//! SQLite, PostgreSQL, and any backend an integrator brings. The trait documentation is the
-//! specification; each [`Check`] turns part of it into assertions that fail with a message
+//! [`ConfigStore`](crate::ConfigStore), [`ArtifactStore`](crate::ArtifactStore)) must pass
+//! this kit: the in-memory reference, SQLite, PostgreSQL, and any backend an integrator brings.
+//! The trait documentation is the specification; each [`Check`] turns part of it into assertions that fail with a message
 //! naming what was expected and what the backend did.
 //!
 //! The kit has three parts:
 //!
 //! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`,
-//!   `audit_*`, `config_*`): fixed
-//!   scenarios with hand-computed answers, including the traps backends fall into (string
-//!   prefixes instead of whole group segments, hourly rollups that double count a duplicate or
+//!   `audit_*`, `config_*`, `artifacts_*`): fixed scenarios with hand-computed answers,
+//!   including the traps backends fall into (string prefixes instead of whole group segments, hourly rollups that double count a duplicate or
 //!   align buckets to the query instead of the epoch, half-stored batches, leases that never
 //!   lapse, queues ordered by id instead of creation order).
 //! - **Concurrency checks** (`concurrency_*`): many tokio tasks racing on one job, one queue, one
@@ -39,7 +38,9 @@
 //! [`Stores`] for one check (a new database file, a new PostgreSQL schema, ...). Each check
 //! calls it at least once; the model check calls it once per generated case. The stores must be
 //! built with [`StoreLimits::default()`](crate::StoreLimits) ([`expected_limits`]), because the
-//! checks probe the limits (attribute size, points per append, bucket count). The factory is
+//! checks probe the limits (attribute size, points per append, bucket count). The artifact size
+//! limit (1 GiB by default) is too large to probe in every run: check it with
+//! [`artifact_size_limit`] on a store of your backend opened with a small `max_artifact_bytes`. The factory is
 //! called about a hundred times in a run, so keep it cheap for a networked backend (a schema
 //! cloned from a migrated template, or truncating the tables, rather than running every
 //! migration again).
@@ -130,9 +131,12 @@ use std::sync::Arc;
 
 use hub_core::{BoxFuture, DeviceId, ErrorKind, GroupPath, JobId, Result, TenantId, Timestamp};
 
+pub use artifacts::artifact_size_limit;
+
 use crate::measurements::SeriesName;
 use crate::{Page, PageRequest, StoreLimits, Stores};
 
+mod artifacts;
 mod audit;
 mod concurrency;
 mod config;
@@ -250,6 +254,12 @@ pub fn checks() -> Vec<Check> {
         check!("identity_refresh_rotation", grants::refresh_rotation),
         check!("identity_concurrent_rotation", grants::concurrent_rotation),
         check!("identity_tenant_isolation", grants::tenant_isolation),
+        check!("artifacts_round_trip", artifacts::round_trip),
+        check!("artifacts_refusals", artifacts::refusals),
+        check!("artifacts_idempotent", artifacts::idempotent),
+        check!("artifacts_tenant_isolation", artifacts::tenant_isolation),
+        check!("artifacts_paging", artifacts::paging),
+        check!("artifacts_delete", artifacts::delete),
     ]
 }
 

@@ -45,6 +45,7 @@ use hub_core::{Error, ErrorKind, GroupPath, Result};
 
 use crate::{StoreLimits, Stores, bad_cursor};
 
+mod artifacts;
 mod audit;
 mod config;
 mod grants;
@@ -169,7 +170,8 @@ impl PostgresStore {
             jobs: me.clone(),
             measurements: me.clone(),
             audit: me.clone(),
-            config: me,
+            config: me.clone(),
+            artifacts: me,
         }
     }
 

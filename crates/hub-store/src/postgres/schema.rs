@@ -217,6 +217,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
     CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
     "#,
+    // artifacts: metadata, and the content in chunks.
+    r#"
+    CREATE TABLE artifacts (
+        tenant     TEXT COLLATE "C" NOT NULL,
+        sha256     TEXT COLLATE "C" NOT NULL,
+        size       BIGINT NOT NULL,
+        media_type TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (tenant, sha256)
+    );
+
+    CREATE TABLE artifact_chunks (
+        tenant TEXT COLLATE "C" NOT NULL,
+        sha256 TEXT COLLATE "C" NOT NULL,
+        n      INTEGER NOT NULL,
+        data   BYTEA NOT NULL,
+        PRIMARY KEY (tenant, sha256, n)
+    );
+    "#,
 ];
 
 /// The advisory lock key for migrating `schema` (FNV-1a of a fixed label and the schema name),

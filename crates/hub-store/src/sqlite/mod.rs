@@ -23,6 +23,10 @@
 //! backup API while the hub keeps running. To restore: stop the hub, delete the database file
 //! and its `-wal` and `-shm` companions, copy the backup in their place under the database's
 //! name, and start the hub.
+//!
+//! Artifacts ([`ArtifactStore`](crate::ArtifactStore)) are files under `<db-dir>/artifacts/`,
+//! not in the database: copy that directory as well, after `backup_to` returns, so that every
+//! artifact row in the backup has its file (extra files without rows are harmless).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,6 +38,7 @@ use hub_core::{Error, Result};
 
 use crate::{Durability, StoreLimits, Stores};
 
+mod artifacts;
 mod audit;
 mod config;
 mod credentials;
@@ -121,6 +126,8 @@ struct Inner {
     /// throwing away) extra connections, which costs far more than the wait.
     read_permits: Arc<tokio::sync::Semaphore>,
     limits: StoreLimits,
+    /// Orders the last steps of artifact puts and deletes (see `artifacts`).
+    artifact_lock: tokio::sync::Mutex<()>,
 }
 
 /// The SQLite backend. Cheap to clone; clones share the writer and the read pool.
@@ -193,6 +200,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 read_permits: Arc::new(tokio::sync::Semaphore::new(config.readers.max(1))),
                 limits: config.limits,
+                artifact_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -206,7 +214,8 @@ impl SqliteStore {
             jobs: me.clone(),
             measurements: me.clone(),
             audit: me.clone(),
-            config: me,
+            config: me.clone(),
+            artifacts: me,
         }
     }
 

@@ -203,6 +203,16 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
 CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_at);
 "#,
+    r#"
+CREATE TABLE artifacts (
+    tenant     TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this code writes.
