@@ -286,25 +286,7 @@ impl RegistryStore for MemoryStore {
                 .devices
                 .get_mut(&device_key(tenant, id))
                 .ok_or_else(|| Error::not_found(format!("device {id} does not exist")))?;
-            if let Some(v) = expected_version
-                && d.version != v
-            {
-                return Err(Error::precondition_failed(format!(
-                    "device {id} is at version {}, not {v}",
-                    d.version
-                )));
-            }
-            if let Some(name) = patch.display_name {
-                d.display_name = name;
-            }
-            if let Some(attrs) = patch.attributes {
-                d.attributes = attrs;
-            }
-            if let Some(l) = patch.lifecycle {
-                d.lifecycle = l;
-            }
-            d.version += 1;
-            d.updated_at = now;
+            patch.apply_to(&mut *d, expected_version, now)?;
             Ok(d.clone())
         })())
     }
@@ -499,31 +481,7 @@ impl RegistryStore for MemoryStore {
                 .users
                 .get_mut(&(tenant.clone(), id.clone()))
                 .ok_or_else(|| Error::not_found(format!("user {id} does not exist")))?;
-            if let Some(v) = expected_version
-                && u.version != v
-            {
-                return Err(Error::precondition_failed(format!(
-                    "user {id} is at version {}, not {v}",
-                    u.version
-                )));
-            }
-            if let Some(name) = patch.display_name {
-                u.display_name = name;
-            }
-            if let Some(email) = patch.email {
-                u.email = email;
-            }
-            if let Some(role) = patch.role {
-                u.role = role;
-            }
-            if let Some(disabled) = patch.disabled {
-                u.disabled = disabled;
-            }
-            if let Some(g) = patch.group {
-                u.group = g;
-            }
-            u.version += 1;
-            u.updated_at = now;
+            patch.apply_to(&mut *u, expected_version, now)?;
             Ok(u.clone())
         })())
     }

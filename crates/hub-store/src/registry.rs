@@ -177,6 +177,76 @@ pub struct UserPatch {
     pub group: Option<GroupPath>,
 }
 
+impl UserPatch {
+    /// Applies the patch to `user` if it is at `expected_version` (when given): the one
+    /// definition every backend uses, so they cannot drift.
+    pub(crate) fn apply_to(
+        self,
+        user: &mut User,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> Result<()> {
+        check_version("user", user.id.as_str(), user.version, expected_version)?;
+        if let Some(name) = self.display_name {
+            user.display_name = name;
+        }
+        if let Some(email) = self.email {
+            user.email = email;
+        }
+        if let Some(role) = self.role {
+            user.role = role;
+        }
+        if let Some(disabled) = self.disabled {
+            user.disabled = disabled;
+        }
+        if let Some(g) = self.group {
+            user.group = g;
+        }
+        user.version += 1;
+        user.updated_at = now;
+        Ok(())
+    }
+}
+
+impl DevicePatch {
+    /// Applies the patch to `device` if it is at `expected_version` (when given): the one
+    /// definition every backend uses, so they cannot drift.
+    pub(crate) fn apply_to(
+        self,
+        device: &mut Device,
+        expected_version: Option<u64>,
+        now: Timestamp,
+    ) -> Result<()> {
+        check_version(
+            "device",
+            device.id.as_str(),
+            device.version,
+            expected_version,
+        )?;
+        if let Some(name) = self.display_name {
+            device.display_name = name;
+        }
+        if let Some(attrs) = self.attributes {
+            device.attributes = attrs;
+        }
+        if let Some(l) = self.lifecycle {
+            device.lifecycle = l;
+        }
+        device.version += 1;
+        device.updated_at = now;
+        Ok(())
+    }
+}
+
+fn check_version(what: &str, id: &str, version: u64, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(v) if v != version => Err(hub_core::Error::precondition_failed(format!(
+            "{what} {id} is at version {version}, not {v}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// An application registered with the hub (an OAuth 2.0 client).
 ///
 /// The client id is unique hub-wide, because `client_id` reaches the token endpoint without a

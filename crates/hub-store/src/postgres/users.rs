@@ -303,32 +303,8 @@ impl PostgresStore {
             Some(row) => user_from_row(&row)?,
             None => return Err(Error::not_found(format!("user {id} does not exist"))),
         };
-        if let Some(v) = expected_version
-            && u.version != v
-        {
-            return Err(Error::precondition_failed(format!(
-                "user {id} is at version {}, not {v}",
-                u.version
-            )));
-        }
-        if let Some(name) = patch.display_name {
-            u.display_name = name;
-        }
-        if let Some(email) = patch.email {
-            u.email = email;
-        }
-        if let Some(role) = patch.role {
-            u.role = role;
-        }
-        if let Some(disabled) = patch.disabled {
-            u.disabled = disabled;
-        }
         let moved_to = patch.group.clone();
-        if let Some(g) = patch.group {
-            u.group = g;
-        }
-        u.version += 1;
-        u.updated_at = now;
+        patch.apply_to(&mut u, expected_version, now)?;
         let stmt = tx
             .prepare_cached(
                 "UPDATE users SET group_path = $3, display_name = $4, email = $5, role = $6, \

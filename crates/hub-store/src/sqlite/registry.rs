@@ -323,25 +323,7 @@ impl RegistryStore for SqliteStore {
             self.write(move |conn| {
                 let mut d = get_device(conn, tenant.as_str(), id.as_str())?
                     .ok_or_else(|| Error::not_found(format!("device {id} does not exist")))?;
-                if let Some(v) = expected_version
-                    && d.version != v
-                {
-                    return Err(Error::precondition_failed(format!(
-                        "device {id} is at version {}, not {v}",
-                        d.version
-                    )));
-                }
-                if let Some(name) = patch.display_name {
-                    d.display_name = name;
-                }
-                if let Some(attrs) = patch.attributes {
-                    d.attributes = attrs;
-                }
-                if let Some(l) = patch.lifecycle {
-                    d.lifecycle = l;
-                }
-                d.version += 1;
-                d.updated_at = now;
+                patch.apply_to(&mut d, expected_version, now)?;
                 conn.prepare_cached(
                     "UPDATE devices SET display_name = ?3, attributes = ?4, lifecycle = ?5, \
                      version = ?6, updated_at = ?7 WHERE tenant = ?1 AND id = ?2",

@@ -326,31 +326,7 @@ impl SqliteStore {
             }
             let mut u = get_user(conn, tenant.as_str(), id.as_str())?
                 .ok_or_else(|| Error::not_found(format!("user {id} does not exist")))?;
-            if let Some(v) = expected_version
-                && u.version != v
-            {
-                return Err(Error::precondition_failed(format!(
-                    "user {id} is at version {}, not {v}",
-                    u.version
-                )));
-            }
-            if let Some(name) = patch.display_name {
-                u.display_name = name;
-            }
-            if let Some(email) = patch.email {
-                u.email = email;
-            }
-            if let Some(role) = patch.role {
-                u.role = role;
-            }
-            if let Some(disabled) = patch.disabled {
-                u.disabled = disabled;
-            }
-            if let Some(g) = patch.group {
-                u.group = g;
-            }
-            u.version += 1;
-            u.updated_at = now;
+            patch.apply_to(&mut u, expected_version, now)?;
             conn.prepare_cached(
                 "UPDATE users SET group_path = ?3, display_name = ?4, email = ?5, role = ?6, \
                  disabled = ?7, version = ?8, updated_at = ?9 WHERE tenant = ?1 AND id = ?2",
