@@ -324,8 +324,13 @@ impl RegistryStore for MemoryStore {
         tenant: &'a TenantId,
         id: &'a DeviceId,
     ) -> BoxFuture<'a, Result<()>> {
-        ready(match self.lock().devices.remove(&device_key(tenant, id)) {
-            Some(_) => Ok(()),
+        let mut s = self.lock();
+        ready(match s.devices.remove(&device_key(tenant, id)) {
+            Some(_) => {
+                s.keys
+                    .retain(|_, k| !(k.tenant == *tenant && k.device == *id));
+                Ok(())
+            }
             None => Err(Error::not_found(format!("device {id} does not exist"))),
         })
     }

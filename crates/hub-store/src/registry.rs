@@ -352,7 +352,8 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Device>>;
 
-    /// Removes a device.
+    /// Removes a device and its access keys, in one change: a device registered again later
+    /// under the same id starts without credentials.
     fn delete_device<'a>(
         &'a self,
         tenant: &'a TenantId,

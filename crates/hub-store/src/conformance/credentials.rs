@@ -2,7 +2,7 @@
 
 use hub_core::ErrorKind;
 
-use super::{StoresFactory, T0, dev, expect_kind, ok, tenant, ts};
+use super::{StoresFactory, T0, dev, expect_kind, group, ok, tenant, ts};
 use crate::credentials::AccessKeyRecord;
 
 fn key(prefix: &str, tenant_id: &str, device: &str, created: i64) -> AccessKeyRecord {
@@ -151,5 +151,65 @@ pub(super) async fn access_keys(factory: StoresFactory) {
         ok(creds.find_access_key("hk_0003").await, "find_access_key"),
         Some(k3),
         "other keys are untouched"
+    );
+}
+
+/// Deleting a device takes its access keys with it; other devices' keys stay.
+pub(super) async fn device_deletion_removes_keys(factory: StoresFactory) {
+    let stores = factory().await;
+    ok(
+        stores
+            .registry
+            .create_tenant(&tenant("acme"), "Acme", ts(T0))
+            .await,
+        "create_tenant",
+    );
+    for d in ["pump-1", "pump-2"] {
+        ok(
+            stores
+                .registry
+                .create_device(
+                    crate::NewDevice {
+                        id: dev(d),
+                        group: group("acme"),
+                        display_name: String::new(),
+                        attributes: serde_json::json!({}),
+                    },
+                    ts(T0),
+                )
+                .await,
+            "create_device",
+        );
+    }
+    for (prefix, d) in [
+        ("hk_del1", "pump-1"),
+        ("hk_del2", "pump-1"),
+        ("hk_keep", "pump-2"),
+    ] {
+        ok(
+            stores
+                .credentials
+                .put_access_key(key(prefix, "acme", d, T0))
+                .await,
+            "put_access_key",
+        );
+    }
+    ok(
+        stores
+            .registry
+            .delete_device(&tenant("acme"), &dev("pump-1"))
+            .await,
+        "delete_device",
+    );
+    for prefix in ["hk_del1", "hk_del2"] {
+        assert_eq!(
+            ok(stores.credentials.find_access_key(prefix).await, "find"),
+            None,
+            "the key {prefix} of a deleted device must be gone"
+        );
+    }
+    assert!(
+        ok(stores.credentials.find_access_key("hk_keep").await, "find").is_some(),
+        "another device's key stays"
     );
 }

@@ -260,6 +260,10 @@ pub fn checks() -> Vec<Check> {
         check!("artifacts_tenant_isolation", artifacts::tenant_isolation),
         check!("artifacts_paging", artifacts::paging),
         check!("artifacts_delete", artifacts::delete),
+        check!(
+            "credentials_device_deletion",
+            credentials::device_deletion_removes_keys
+        ),
     ]
 }
 

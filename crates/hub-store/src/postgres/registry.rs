@@ -414,12 +414,17 @@ impl RegistryStore for PostgresStore {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let c = self.client().await?;
-            let n = execute(
+            // One statement: the device and its access keys go together.
+            let rows = query(
                 &c,
-                "DELETE FROM devices WHERE tenant = $1 AND id = $2",
+                "WITH gone AS (DELETE FROM devices WHERE tenant = $1 AND id = $2 RETURNING 1), \
+                 keys AS (DELETE FROM access_keys WHERE tenant = $1 AND device = $2 \
+                 AND EXISTS (SELECT 1 FROM gone)) \
+                 SELECT count(*) FROM gone",
                 &[&tenant.as_str(), &id.as_str()],
             )
             .await?;
+            let n: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
             if n == 0 {
                 return Err(Error::not_found(format!("device {id} does not exist")));
             }

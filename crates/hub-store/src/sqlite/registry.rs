@@ -403,6 +403,9 @@ impl RegistryStore for SqliteStore {
             if n == 0 {
                 return Err(Error::not_found(format!("device {id} does not exist")));
             }
+            conn.prepare_cached("DELETE FROM access_keys WHERE tenant = ?1 AND device = ?2")
+                .and_then(|mut s| s.execute([tenant.as_str(), id.as_str()]))
+                .map_err(db_err)?;
             Ok(())
         }))
     }
