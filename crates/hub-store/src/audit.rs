@@ -1,7 +1,7 @@
 //! The audit log: an append-only record of who did what to which resource.
 //!
 //! The trait offers no way to change or remove a single record: a record, once appended, reads
-//! back the same until retention ([`AuditStore::delete_before`]) removes it with everything
+//! back the same until retention ([`AuditStore::prune_before`]) removes it with everything
 //! else older than a cut-off. That is the only deletion, and it exists because an unbounded log
 //! eventually fills the disk; run it from a scheduled retention task, never to hide an entry.
 
@@ -129,7 +129,7 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
     /// Errors: [`InvalidInput`](hub_core::ErrorKind::InvalidInput) for a malformed action,
     /// actor or resource or a group outside the tenant,
     /// [`TooLarge`](hub_core::ErrorKind::TooLarge) for oversized details; nothing is written.
-    fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>>;
+    fn record<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>>;
 
     /// The records matching `query`, oldest first (by id); the page cursor is the id.
     ///
@@ -149,7 +149,7 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug + 'static {
     /// Retention: removes every record (of `tenant`, or of every tenant with `None`) whose time
     /// is before `before`, and returns how many were removed. The only way records leave the
     /// log; ids of removed records are never handed out again.
-    fn delete_before<'a>(
+    fn prune_before<'a>(
         &'a self,
         tenant: Option<&'a TenantId>,
         before: Timestamp,

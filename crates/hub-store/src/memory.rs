@@ -1284,7 +1284,7 @@ fn audit_matches(r: &AuditRecord, q: &AuditQuery) -> bool {
 }
 
 impl AuditStore for MemoryStore {
-    fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+    fn record<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
         ready((|| {
             validate::audit_record(&record, &self.limits)?;
             let mut s = self.lock();
@@ -1328,7 +1328,7 @@ impl AuditStore for MemoryStore {
         })())
     }
 
-    fn delete_before<'a>(
+    fn prune_before<'a>(
         &'a self,
         tenant: Option<&'a TenantId>,
         before: Timestamp,

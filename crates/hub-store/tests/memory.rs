@@ -565,8 +565,8 @@ mod broken {
         }
     }
     impl AuditStore for Broken {
-        fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
-            AuditStore::append(&self.inner, record)
+        fn record<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+            AuditStore::record(&self.inner, record)
         }
         fn query<'a>(
             &'a self,
@@ -585,7 +585,7 @@ mod broken {
                 Ok(p)
             })
         }
-        fn delete_before<'a>(
+        fn prune_before<'a>(
             &'a self,
             tenant: Option<&'a TenantId>,
             before: Timestamp,
@@ -594,7 +594,7 @@ mod broken {
                 Bug::AuditRetentionAllTenants => None,
                 _ => tenant,
             };
-            AuditStore::delete_before(&self.inner, tenant, before)
+            AuditStore::prune_before(&self.inner, tenant, before)
         }
     }
 

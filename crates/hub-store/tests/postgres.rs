@@ -2047,7 +2047,7 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
         assert_eq!(versions, vec![SCHEMA_VERSION]);
         let group = upgraded.get_group(&g("acme")).await.expect("read");
         assert!(group.is_some(), "old data survives");
-        let rec = AuditStore::append(
+        let rec = AuditStore::record(
             &upgraded,
             hub_store::NewAuditRecord {
                 at: t(BASE),

@@ -400,7 +400,7 @@ async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
     let g = store.get_group(&"acme".parse().unwrap()).await.unwrap();
     assert_eq!(g.map(|g| g.created_at), Some(t(5)), "old data survives");
-    let rec = AuditStore::append(&store, audit_record(10)).await.unwrap();
+    let rec = AuditStore::record(&store, audit_record(10)).await.unwrap();
     let page = store
         .query(
             &AuditQuery::subtree("acme".parse().unwrap()),
@@ -433,18 +433,18 @@ async fn audit_ids_are_not_reused_after_retention_and_reopen() {
     {
         let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
         for i in 0..3 {
-            last = AuditStore::append(&store, audit_record(100 + i))
+            last = AuditStore::record(&store, audit_record(100 + i))
                 .await
                 .unwrap()
                 .id;
         }
-        let removed = AuditStore::delete_before(&store, None, t(1_000))
+        let removed = AuditStore::prune_before(&store, None, t(1_000))
             .await
             .unwrap();
         assert_eq!(removed, 3);
     }
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();
-    let next = AuditStore::append(&store, audit_record(2_000))
+    let next = AuditStore::record(&store, audit_record(2_000))
         .await
         .unwrap();
     assert!(

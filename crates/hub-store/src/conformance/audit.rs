@@ -26,7 +26,7 @@ pub(super) fn record(group_path: &str, actor: &str, resource: &str, at: i64) -> 
 
 async fn append_ok(audit: &Arc<dyn AuditStore>, r: NewAuditRecord) -> AuditRecord {
     let what = format!("append({} {} {})", r.group, r.actor, r.resource);
-    ok(audit.append(r).await, &what)
+    ok(audit.record(r).await, &what)
 }
 
 /// Every record `query` matches, walked with pages of `limit`.
@@ -318,7 +318,7 @@ pub(super) async fn invalid_input(factory: StoresFactory) {
     big.details = json!("x".repeat(limit - 1));
     bad.push(("details one byte over the limit", big, ErrorKind::TooLarge));
     for (what, r, kind) in bad {
-        expect_kind(audit.append(r).await, kind, what);
+        expect_kind(audit.record(r).await, kind, what);
     }
     assert!(
         all(&audit, AuditQuery::subtree(group("acme")), 0)
@@ -383,9 +383,9 @@ pub(super) async fn retention(factory: StoresFactory) {
     }
     let removed = ok(
         audit
-            .delete_before(Some(&tenant("acme")), ts(T0 + 2000))
+            .prune_before(Some(&tenant("acme")), ts(T0 + 2000))
             .await,
-        "delete_before(acme, T0+2s)",
+        "prune_before(acme, T0+2s)",
     );
     assert_eq!(
         removed, 2,
@@ -404,7 +404,7 @@ pub(super) async fn retention(factory: StoresFactory) {
     assert_eq!(
         ok(
             audit
-                .delete_before(Some(&tenant("acme")), ts(T0 + 2000))
+                .prune_before(Some(&tenant("acme")), ts(T0 + 2000))
                 .await,
             "again"
         ),
@@ -412,8 +412,8 @@ pub(super) async fn retention(factory: StoresFactory) {
         "retention is idempotent"
     );
     let removed = ok(
-        audit.delete_before(None, ts(T0 + 10_000)).await,
-        "delete_before(all)",
+        audit.prune_before(None, ts(T0 + 10_000)).await,
+        "prune_before(all)",
     );
     assert_eq!(
         removed,

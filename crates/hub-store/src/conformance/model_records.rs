@@ -173,8 +173,8 @@ async fn step(op: &Op, sut: &Stores, model: &Stores, now: i64, ids: &mut Ids, wh
                     json!({ "n": at })
                 },
             };
-            let got = sut.audit.append(record.clone()).await;
-            let want = model.audit.append(record).await;
+            let got = sut.audit.record(record.clone()).await;
+            let want = model.audit.record(record).await;
             match (got, want) {
                 (Ok(mut g), Ok(w)) => {
                     ids.appended(g.id, w.id, what);
@@ -210,8 +210,8 @@ async fn step(op: &Op, sut: &Stores, model: &Stores, now: i64, ids: &mut Ids, wh
             let tenant = t.map(tenant_of);
             let before = ts(at_of(*before));
             same(
-                sut.audit.delete_before(tenant.as_ref(), before).await,
-                model.audit.delete_before(tenant.as_ref(), before).await,
+                sut.audit.prune_before(tenant.as_ref(), before).await,
+                model.audit.prune_before(tenant.as_ref(), before).await,
                 what,
             );
         }

@@ -33,7 +33,7 @@ fn record_from_row(row: &Row) -> Result<AuditRecord> {
 }
 
 impl AuditStore for PostgresStore {
-    fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+    fn record<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
         Box::pin(async move {
             validate::audit_record(&record, &self.limits)?;
             let details = json_text(&record.details)?;
@@ -110,7 +110,7 @@ impl AuditStore for PostgresStore {
         })
     }
 
-    fn delete_before<'a>(
+    fn prune_before<'a>(
         &'a self,
         tenant: Option<&'a TenantId>,
         before: Timestamp,

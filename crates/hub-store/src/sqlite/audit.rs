@@ -53,7 +53,7 @@ fn to_record(row: AuditRow) -> Result<AuditRecord> {
 }
 
 impl AuditStore for SqliteStore {
-    fn append<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
+    fn record<'a>(&'a self, record: NewAuditRecord) -> BoxFuture<'a, Result<AuditRecord>> {
         Box::pin(async move {
             validate::audit_record(&record, self.limits())?;
             let details = serde_json::to_string(&record.details).map_err(Error::internal)?;
@@ -148,7 +148,7 @@ impl AuditStore for SqliteStore {
         })
     }
 
-    fn delete_before<'a>(
+    fn prune_before<'a>(
         &'a self,
         tenant: Option<&'a TenantId>,
         before: Timestamp,
