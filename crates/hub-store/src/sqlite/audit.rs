@@ -24,17 +24,7 @@ type AuditRow = (
 );
 
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+    r.try_into()
 }
 
 fn to_record(row: AuditRow) -> Result<AuditRecord> {

@@ -15,15 +15,7 @@ const COLS: &str = "tenant, device, kind, version, document, created_at, created
 type ConfigRow = (String, String, String, i64, String, i64, String);
 
 fn config_row(r: &Row<'_>) -> rusqlite::Result<ConfigRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    r.try_into()
 }
 
 fn to_doc(row: ConfigRow) -> Result<ConfigDocument> {

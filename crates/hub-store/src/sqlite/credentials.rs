@@ -24,15 +24,7 @@ type KeyRow = (
 );
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    r.try_into()
 }
 
 fn to_key(row: KeyRow) -> Result<AccessKeyRecord> {

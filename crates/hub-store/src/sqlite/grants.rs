@@ -21,14 +21,7 @@ const REFRESH_COLS: &str =
 type GrantRow = (String, String, Option<String>, String, i64, String);
 
 fn grant_row(r: &Row<'_>) -> rusqlite::Result<GrantRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    r.try_into()
 }
 
 fn to_grant(row: GrantRow) -> Result<Grant> {
@@ -57,18 +50,7 @@ type RefreshRow = (
 );
 
 fn refresh_row(r: &Row<'_>) -> rusqlite::Result<RefreshRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    r.try_into()
 }
 
 fn to_refresh(row: RefreshRow) -> Result<RefreshRecord> {

@@ -43,16 +43,7 @@ pub(crate) const DEVICE_COLS: &str =
 type DeviceRow = (String, String, String, String, String, i64, i64, i64);
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+    r.try_into()
 }
 
 fn to_device(row: DeviceRow) -> Result<Device> {

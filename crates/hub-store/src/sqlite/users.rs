@@ -31,18 +31,7 @@ type UserRow = (
 );
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    r.try_into()
 }
 
 fn to_user(row: UserRow) -> Result<User> {
@@ -73,16 +62,7 @@ type ClientRow = (
 );
 
 fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+    r.try_into()
 }
 
 fn to_client(row: ClientRow) -> Result<OAuthClient> {
