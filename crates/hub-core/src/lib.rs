@@ -14,7 +14,10 @@
 //! - [`event`]: the hub's [`Event`]s and the [`EventSink`] they go to.
 //! - [`job`]: the job states ([`JobState`]) shared by the store, the job service and the transport.
 //! - [`seam`]: the traits through which capability crates meet: [`Authenticator`],
-//!   [`JobNotifier`], [`PresenceQuery`].
+//!   [`JobNotifier`], [`PresenceQuery`], [`DeviceJobs`].
+//! - `http` (feature `http`): what every crate's axum surface shares: [`Error`] answers as
+//!   problem+json, the caller's [`Principal`] as an extractor, a JSON body extractor whose
+//!   rejections are problems, ETag and `If-Match` helpers.
 //!
 //! ```
 //! use hub_core::{authorize, Action, AppPrincipal, Principal, Resource, Role, Scope, ScopeSet,
@@ -39,6 +42,8 @@
 
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod id;
 pub mod job;
 pub mod policy;
@@ -59,8 +64,8 @@ pub use principal::{
     UnknownScope, UserPrincipal,
 };
 pub use seam::{
-    Authenticator, BoxFuture, Credentials, JobNotice, JobNotifier, LivenessPolicy, NotifyOutcome,
-    Presence, PresenceQuery, PresenceState, Secret,
+    Authenticator, BoxFuture, Credentials, DeviceJob, DeviceJobs, DeviceReport, JobNotice,
+    JobNotifier, LivenessPolicy, NotifyOutcome, Presence, PresenceQuery, PresenceState, Secret,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, TimestampError};
 

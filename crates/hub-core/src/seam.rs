@@ -4,6 +4,8 @@
 //!   HTTP layers call it for bearer tokens.
 //! - `hub-transport` implements [`JobNotifier`] and [`PresenceQuery`]; `hub-jobs` calls them to
 //!   push a job to a connected device and to apply a delivery policy.
+//! - `hub-jobs` implements [`DeviceJobs`]; `hub-transport` calls it when a device asks for, claims
+//!   or reports on a job over MQTT, so that every device protocol keeps the Job API's semantics.
 //!
 //! The application wires implementations together, usually as `Arc<dyn Trait>`, so every trait
 //! here is object safe. Async methods return a [`BoxFuture`] to stay runtime-neutral.
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::id::{DeviceId, JobId, NodeId, TenantId};
+use crate::job::JobState;
 use crate::principal::Principal;
 use crate::time::Timestamp;
 
@@ -186,6 +189,85 @@ pub trait PresenceQuery: Send + Sync + fmt::Debug + 'static {
     fn wait_online<'a>(&'a self, tenant: &'a TenantId, device: &'a DeviceId) -> BoxFuture<'a, ()>;
 }
 
+/// A job as its device sees it: what the device needs to execute and report on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceJob {
+    /// The job.
+    pub id: JobId,
+    /// The execution the device holds; every report names it.
+    pub execution: u32,
+    /// The job's version after the last change.
+    pub version: u64,
+    /// The lane the job runs in.
+    pub lane: String,
+    /// The job's state.
+    pub state: JobState,
+    /// The opaque job document.
+    pub document: serde_json::Value,
+}
+
+/// What a device reports on a job it holds (the device's side of the job state machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeviceReport {
+    /// The device begins executing.
+    InProgress {
+        /// Opaque progress details.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<serde_json::Value>,
+        /// Asks for a new step deadline, `now + step_timeout_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_timeout_ms: Option<u64>,
+    },
+    /// Finished successfully.
+    Succeeded {
+        /// Opaque result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+    },
+    /// Finished unsuccessfully (retried by the job's policy).
+    Failed {
+        /// Opaque result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+    },
+    /// Refused: the job is invalid or incompatible; never retried.
+    Rejected {
+        /// Opaque result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+    },
+    /// Agrees to a controller's cancel request.
+    Canceled,
+    /// Refuses a controller's cancel request and goes on.
+    CancelRefused,
+}
+
+/// The device side of the Job API: claim the next job, report on it. Implemented by `hub-jobs`;
+/// called by device protocols (MQTT in `hub-transport`) so that they keep the Job API's
+/// exactly-once and ordering guarantees without depending on `hub-jobs`.
+pub trait DeviceJobs: Send + Sync + fmt::Debug + 'static {
+    /// The device's next job in `lane` (the default lane when `None`), or `None` when nothing is
+    /// claimable. Asking again before starting returns the same job and execution.
+    fn next_job<'a>(
+        &'a self,
+        device: &'a Principal,
+        lane: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<DeviceJob>, Error>>;
+
+    /// Reports on `job`, whose execution `execution` the device holds. Repeating an accepted
+    /// report is answered with the job as it is; a conflicting one is
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict).
+    fn report<'a>(
+        &'a self,
+        device: &'a Principal,
+        job: &'a JobId,
+        execution: u32,
+        report: DeviceReport,
+    ) -> BoxFuture<'a, Result<DeviceJob, Error>>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +286,27 @@ mod tests {
         assert_eq!(p.classify(false, Some(t(600)), now), PresenceState::Offline);
         assert_eq!(p.classify(false, None, now), PresenceState::Offline);
         assert_eq!(p.classify(true, None, now), PresenceState::Online);
+    }
+
+    #[test]
+    fn device_reports_have_a_stable_wire_form() {
+        let r: DeviceReport =
+            serde_json::from_str(r#"{"status":"succeeded","result":{"ok":true}}"#).unwrap();
+        assert_eq!(
+            r,
+            DeviceReport::Succeeded {
+                result: Some(serde_json::json!({"ok": true}))
+            }
+        );
+        let r: DeviceReport = serde_json::from_str(r#"{"status":"in_progress"}"#).unwrap();
+        assert_eq!(
+            r,
+            DeviceReport::InProgress {
+                details: None,
+                step_timeout_ms: None
+            }
+        );
+        assert!(serde_json::from_str::<DeviceReport>(r#"{"status":"exploded"}"#).is_err());
     }
 
     #[test]
