@@ -66,8 +66,8 @@ pub use credentials::{
 };
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{
-    AggregateQuery, AggregateScope, AppendOutcome, Bucket, MeasurementStore, Point, SeriesName,
-    SeriesPoints,
+    AggregateQuery, AggregateScope, AppendOutcome, Bucket, MeasurementStore, MeasurementUpload,
+    Point, SeriesName, SeriesPoints,
 };
 pub use registry::{
     Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,

@@ -212,6 +212,80 @@ pub trait MeasurementStore: Send + Sync + std::fmt::Debug + 'static {
     fn delete_before<'a>(&'a self, before: Timestamp) -> BoxFuture<'a, Result<u64>>;
 }
 
+/// A measurement upload as devices send it, over HTTP or MQTT: either one sample of several
+/// series, or batches of points per series.
+///
+/// ```
+/// use hub_store::MeasurementUpload;
+/// // One sample now: {"values": {"temperature": 21.5, "pressure": 1.02}}, optionally with "ts".
+/// let sample: MeasurementUpload = serde_json::from_str(r#"{"values": {"temperature": 21.5}}"#)?;
+/// // Batches: {"series": {"temperature": [{"ts": "2026-12-02T07:00:00Z", "value": 21.5}]}}.
+/// let batch: MeasurementUpload = serde_json::from_str(
+///     r#"{"series": {"temperature": [{"ts": "2026-12-02T07:00:00Z", "value": 21.5}]}}"#,
+/// )?;
+/// # let _ = (sample, batch);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MeasurementUpload {
+    /// One sample: a value per series, taken at `ts` (the time of arrival when absent).
+    Sample {
+        /// When the sample was taken.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts: Option<Timestamp>,
+        /// A value per series.
+        values: std::collections::BTreeMap<SeriesName, f64>,
+    },
+    /// Points per series.
+    Series {
+        /// The points of each series, in any order.
+        series: std::collections::BTreeMap<SeriesName, Vec<Point>>,
+    },
+}
+
+impl MeasurementUpload {
+    /// Parses an upload, with an error that says what shape is expected.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|_| {
+            hub_core::Error::invalid_input(
+                "a measurement upload is {\"values\": {\"<series>\": <number>, ...}, \"ts\": \
+                 <optional RFC 3339 time>} or {\"series\": {\"<series>\": [{\"ts\": <RFC 3339 \
+                 time>, \"value\": <number>}, ...]}}; series names are 1 to 128 characters of \
+                 A-Z a-z 0-9 . _ : / -",
+            )
+        })
+    }
+
+    /// The batch to append for `device`; a sample without a time is taken `now`.
+    pub fn into_batch(
+        self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        now: Timestamp,
+    ) -> Vec<SeriesPoints> {
+        let entry = |series: SeriesName, points: Vec<Point>| SeriesPoints {
+            tenant: tenant.clone(),
+            device: device.clone(),
+            series,
+            points,
+        };
+        match self {
+            MeasurementUpload::Sample { ts, values } => {
+                let ts = ts.unwrap_or(now);
+                values
+                    .into_iter()
+                    .map(|(series, value)| entry(series, vec![Point { ts, value }]))
+                    .collect()
+            }
+            MeasurementUpload::Series { series } => series
+                .into_iter()
+                .map(|(name, points)| entry(name, points))
+                .collect(),
+        }
+    }
+}
+
 /// `ts` rounded down to a multiple of `width_ms`.
 pub fn bucket_start(ts: i64, width_ms: i64) -> i64 {
     ts - ts.rem_euclid(width_ms)

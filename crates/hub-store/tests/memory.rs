@@ -795,3 +795,38 @@ async fn the_audit_and_config_model_check_catches_injected_bugs() {
         );
     }
 }
+
+#[test]
+fn measurement_uploads_parse_in_both_shapes_and_explain_bad_ones() {
+    use hub_store::MeasurementUpload;
+    let tenant: hub_core::TenantId = "acme".parse().unwrap();
+    let device: hub_core::DeviceId = "pump-7".parse().unwrap();
+    let now: hub_core::Timestamp = "2026-12-02T07:00:00Z".parse().unwrap();
+    let sample = MeasurementUpload::parse(br#"{"values": {"temperature": 21.5, "rpm": 900}}"#)
+        .unwrap()
+        .into_batch(&tenant, &device, now);
+    assert_eq!(sample.len(), 2);
+    assert!(
+        sample
+            .iter()
+            .all(|s| s.points.len() == 1 && s.points[0].ts == now)
+    );
+    let batch = MeasurementUpload::parse(
+        br#"{"series": {"temperature": [{"ts": "2026-12-02T06:00:00Z", "value": 20.0},
+                                         {"ts": "2026-12-02T06:01:00Z", "value": 20.5}]}}"#,
+    )
+    .unwrap()
+    .into_batch(&tenant, &device, now);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].points.len(), 2);
+    for bad in [
+        &br#"{"values": {"bad name!": 1}}"#[..],
+        br#"{"values": {"t": "hot"}}"#,
+        br#"[1, 2]"#,
+        br#"not json"#,
+    ] {
+        let e = MeasurementUpload::parse(bad).unwrap_err();
+        assert_eq!(e.kind(), hub_core::ErrorKind::InvalidInput);
+        assert!(e.detail().contains("values"), "{}", e.detail());
+    }
+}
