@@ -25,6 +25,8 @@
 //! `hub-jobs`); it stores what it is told atomically, refuses a write whose expected version is
 //! stale, and validates sizes and values so that bad input never lands half-written.
 //!
+//! With feature `http`, [`http::MeasurementApi`] serves the measurement REST API.
+//!
 //! Every backend must pass the conformance kit (feature `conformance`):
 //! `hub_store::conformance::run_all(hub_store::conformance::factory(|| async { my_stores() })).await`.
 //!
@@ -49,6 +51,8 @@ pub mod registry;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
