@@ -24,7 +24,10 @@
 //!   execution.
 //! - **Exclusive control.** While a controller holds the device's control lease
 //!   ([`JobService::acquire_control`]), other controllers' creations are refused with
-//!   [`ErrorKind::Conflict`].
+//!   [`ErrorKind::Conflict`]. The store checks the lease in the same atomic step as the insert
+//!   ([`JobStore::create_job_unless_controlled`]), so once `acquire_control` returns, every job
+//!   another controller managed to create is already in the device's queue for the holder to
+//!   see, and no further one gets in.
 //! - **Delivery policy** at creation (see [`DeliveryPolicy`]); only
 //!   [`PresenceState::Offline`] counts as offline.
 //! - **Timers.** The application calls [`JobService::tick`] periodically (for example every
@@ -275,6 +278,8 @@ impl JobService {
         let tenant = req.group.tenant();
         let holder = principal.describe();
         let now = self.clock.now();
+        // A fast refusal before any wait for the device; the store checks again, atomically
+        // with the insert, so a lease granted from here on is never missed.
         if let Some(lease) = self.store.get_control(&tenant, &req.device, now).await?
             && lease.holder != holder
         {
@@ -291,21 +296,24 @@ impl JobService {
         let lane = req.lane.unwrap_or_else(|| DEFAULT_LANE.to_owned());
         let outcome = self
             .store
-            .create_job(NewJob {
-                id: JobId::new(now),
-                tenant: tenant.clone(),
-                device: req.device.clone(),
-                group: req.group.clone(),
-                lane: lane.clone(),
-                state: JobState::Queued,
-                document: req.document.clone(),
-                options,
-                idempotency_key: req.idempotency_key,
-                created_by: holder,
-                bulk: None,
-                created_at: now,
-                due_at,
-            })
+            .create_job_unless_controlled(
+                NewJob {
+                    id: JobId::new(now),
+                    tenant: tenant.clone(),
+                    device: req.device.clone(),
+                    group: req.group.clone(),
+                    lane: lane.clone(),
+                    state: JobState::Queued,
+                    document: req.document.clone(),
+                    options,
+                    idempotency_key: req.idempotency_key,
+                    created_by: holder,
+                    bulk: None,
+                    created_at: now,
+                    due_at,
+                },
+                now,
+            )
             .await?;
         let job = &outcome.job;
         if !outcome.created {

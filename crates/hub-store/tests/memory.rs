@@ -427,6 +427,20 @@ mod broken {
                 Ok(out)
             })
         }
+        fn create_job_unless_controlled<'a>(
+            &'a self,
+            mut job: NewJob,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<CreateOutcome>> {
+            if self.bug == Bug::IdempotencyKeyDropped {
+                job.idempotency_key = None;
+            }
+            Box::pin(async move {
+                let mut out = self.inner.create_job_unless_controlled(job, now).await?;
+                out.job = self.seq(out.job);
+                Ok(out)
+            })
+        }
         fn get_job<'a>(
             &'a self,
             tenant: &'a TenantId,

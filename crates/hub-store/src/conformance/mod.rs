@@ -216,6 +216,7 @@ pub fn checks() -> Vec<Check> {
         check!("jobs_due", jobs::due),
         check!("jobs_list_and_count", jobs::list_and_count),
         check!("jobs_control_leases", jobs::control_leases),
+        check!("jobs_conditional_create", jobs::conditional_create),
         check!("concurrency_update_race", concurrency::update_race),
         check!("concurrency_claimers", concurrency::claimers),
         check!("concurrency_seq", concurrency::seq),
@@ -223,6 +224,10 @@ pub fn checks() -> Vec<Check> {
         check!("concurrency_append", concurrency::append),
         check!("concurrency_registry", concurrency::registry),
         check!("concurrency_control", concurrency::control),
+        check!(
+            "concurrency_control_vs_create",
+            concurrency::control_vs_create
+        ),
         check!("measurements_append", measurements::append),
         check!("measurements_read_range", measurements::read_range),
         check!("measurements_aggregate", measurements::aggregate),
