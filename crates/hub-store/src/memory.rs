@@ -57,6 +57,7 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     pub(crate) artifacts: Arc<Mutex<crate::artifacts::memory::Blobs>>,
+    pub(crate) bulk: Arc<Mutex<crate::bulk::memory::BulkState>>,
     pub(crate) limits: StoreLimits,
 }
 
@@ -66,6 +67,7 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             artifacts: Arc::default(),
+            bulk: Arc::default(),
             limits,
         }
     }
@@ -80,7 +82,8 @@ impl MemoryStore {
             measurements: me.clone(),
             audit: me.clone(),
             config: me.clone(),
-            artifacts: me,
+            artifacts: me.clone(),
+            bulk: me,
         }
     }
 
