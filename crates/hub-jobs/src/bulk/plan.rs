@@ -464,6 +464,10 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
             }
         }
     }
+    if start > 0 {
+        // The children started now run: look at them soon.
+        next_check = earliest(next_check, Some(now.saturating_add(recheck)));
+    }
     Plan {
         start,
         state,

@@ -43,7 +43,20 @@ fn a_fixed_rate_starts_at_most_per_minute_and_waits_for_the_next_minute() {
         T0,
     ));
     assert_eq!(p.start, 3);
-    assert_eq!(p.next_check, Some(ts(T0 + MINUTE_MS)), "the next minute");
+    assert_eq!(
+        p.next_check,
+        Some(ts(T0 + 5_000)),
+        "the new children run: recheck soon"
+    );
+    let slow = PlanInput {
+        recheck: Duration::from_secs(600),
+        ..input(&r, RolloutState::default(), Tally::default(), 10, T0)
+    };
+    assert_eq!(
+        plan(&slow).next_check,
+        Some(ts(T0 + MINUTE_MS)),
+        "or the next minute"
+    );
     let tally = Tally {
         unfinished: 3,
         ..Tally::default()
