@@ -390,6 +390,9 @@ impl RegistryStore for MemoryStore {
             for path in s.groups.keys().filter(|g| from.contains(g)) {
                 moved.push((path.clone(), validate::rebased(path, from, to)?));
             }
+            // Bulk jobs live behind their own lock, taken after the main one (as everywhere).
+            let mut bulk = self.bulk_lock();
+            let bulk_moves = bulk.rebase_plan(from, to)?;
             for (old, new) in moved {
                 if let Some(mut g) = s.groups.remove(&old) {
                     g.path = new.clone();
@@ -413,6 +416,7 @@ impl RegistryStore for MemoryStore {
             for j in s.jobs.values_mut().filter(|j| from.contains(&j.group)) {
                 j.group = validate::rebased(&j.group, from, to)?;
             }
+            bulk.apply_rebase(bulk_moves);
             s.groups
                 .get(to)
                 .cloned()

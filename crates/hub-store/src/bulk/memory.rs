@@ -18,12 +18,36 @@ pub(crate) struct BulkState {
     targets: BTreeMap<BulkJobId, BTreeMap<DeviceId, BulkTarget>>,
 }
 
+impl BulkState {
+    /// The new group of every bulk job under `from` when `from` moves to `to`; nothing changes.
+    pub(crate) fn rebase_plan(
+        &self,
+        from: &GroupPath,
+        to: &GroupPath,
+    ) -> Result<Vec<(BulkJobId, GroupPath)>> {
+        self.jobs
+            .values()
+            .filter(|j| from.contains(&j.group))
+            .map(|j| Ok((j.id, crate::validate::rebased(&j.group, from, to)?)))
+            .collect()
+    }
+
+    /// Applies what [`BulkState::rebase_plan`] computed.
+    pub(crate) fn apply_rebase(&mut self, moves: Vec<(BulkJobId, GroupPath)>) {
+        for (id, group) in moves {
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.group = group;
+            }
+        }
+    }
+}
+
 fn ready<'a, T: Send + 'a>(r: Result<T>) -> BoxFuture<'a, Result<T>> {
     Box::pin(std::future::ready(r))
 }
 
 impl MemoryStore {
-    fn bulk_lock(&self) -> std::sync::MutexGuard<'_, BulkState> {
+    pub(crate) fn bulk_lock(&self) -> std::sync::MutexGuard<'_, BulkState> {
         // Every method validates first and mutates last, so a poisoned lock holds no half change.
         self.bulk.lock().unwrap_or_else(|p| p.into_inner())
     }

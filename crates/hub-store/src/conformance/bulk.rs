@@ -330,3 +330,66 @@ pub(super) async fn concurrent_updates(factory: StoresFactory) {
         "the recorded target and the stored progress come from the same (winning) update"
     );
 }
+
+pub(super) async fn move_group(factory: StoresFactory) {
+    let stores = factory().await;
+    let reg = &stores.registry;
+    ok(
+        reg.create_tenant(&tenant("acme"), "Acme", ts(T0)).await,
+        "tenant",
+    );
+    for g in ["acme/plant-1", "acme/plant-1/line-2", "acme/plant-10"] {
+        ok(reg.create_group(&group(g), "g", ts(T0)).await, "group");
+    }
+    ok(
+        stores
+            .bulk
+            .create_bulk_job(new_bulk(1, "acme/plant-1/line-2"))
+            .await,
+        "create",
+    );
+    ok(
+        stores
+            .bulk
+            .create_bulk_job(new_bulk(2, "acme/plant-10"))
+            .await,
+        "create",
+    );
+    ok(
+        reg.move_group(&group("acme/plant-1"), &group("acme/site-9"), ts(T0 + 1))
+            .await,
+        "move_group",
+    );
+    let moved = ok(
+        stores.bulk.get_bulk_job(&tenant("acme"), &bulk_id(1)).await,
+        "get",
+    )
+    .expect("the bulk job still exists");
+    assert_eq!(
+        moved.group,
+        group("acme/site-9/line-2"),
+        "move_group rewrites the group of the subtree's bulk jobs"
+    );
+    let kept = ok(
+        stores.bulk.get_bulk_job(&tenant("acme"), &bulk_id(2)).await,
+        "get",
+    )
+    .expect("the bulk job still exists");
+    assert_eq!(
+        kept.group,
+        group("acme/plant-10"),
+        "a bulk job outside the moved subtree keeps its group"
+    );
+    let page = ok(
+        stores
+            .bulk
+            .list_bulk_jobs(&group("acme/site-9"), PageRequest::first(10))
+            .await,
+        "list",
+    );
+    assert_eq!(
+        page.items,
+        vec![moved],
+        "the moved bulk job is listed at its new place"
+    );
+}

@@ -270,6 +270,7 @@ pub fn checks() -> Vec<Check> {
         check!("bulk_update_and_targets", bulk::update_and_targets),
         check!("bulk_due", bulk::due),
         check!("concurrency_bulk_update", bulk::concurrent_updates),
+        check!("bulk_move_group", bulk::move_group),
     ]
 }
 
