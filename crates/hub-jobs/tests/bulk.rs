@@ -434,8 +434,20 @@ async fn cancel_stops_the_rollout_and_its_queued_children(h: Bulk) {
         2,
         "no child after cancellation"
     );
-    let again = h.bulk.cancel(&alice(), &acme(), &b.id, None).await;
-    assert_eq!(again.unwrap_err().kind(), ErrorKind::Conflict);
+    let again = h.bulk.cancel(&alice(), &acme(), &b.id, None).await.unwrap();
+    assert_eq!(
+        (again.state, again.version),
+        (BulkJobState::Canceled, c.version),
+        "canceling again changes nothing"
+    );
+    // A completed bulk job cannot be canceled.
+    h.add("acme/other", &["z-1"]).await;
+    let done = create(&h, group_job("acme/other", false, Rollout::default())).await;
+    h.finish(&h.children(done.id).await[0], succeed()).await;
+    h.advance(5);
+    h.tick().await;
+    let refused = h.bulk.cancel(&alice(), &acme(), &done.id, None).await;
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Conflict);
 }
 
 async fn other_tenants_and_other_subtrees_are_refused(h: Bulk) {
@@ -565,6 +577,12 @@ async fn bad_requests_are_typed_errors(h: Bulk) {
         targets: Targets::Devices { devices: vec![] },
         ..group_job("acme/fleet", false, Rollout::default())
     };
+    let nowhere = group_job("acme/nowhere", false, Rollout::default());
+    assert_eq!(
+        h.bulk.create(&alice(), nowhere).await.unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "a group that does not exist"
+    );
     for req in [bad_rate, wait, empty] {
         assert_eq!(
             h.bulk.create(&alice(), req).await.unwrap_err().kind(),

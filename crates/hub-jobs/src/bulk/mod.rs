@@ -27,6 +27,29 @@
 //! [`DeliveryPolicy::WaitOnline`], which would hold the rollout up.
 //!
 //! The children are created with the rights of the bulk job's creator as they were at creation.
+//!
+//! The request body of `POST /v1/tenants/{tenant}/bulk-jobs` is a [`CreateBulkJob`]:
+//!
+//! ```
+//! use hub_jobs::bulk::{Rate, Targets};
+//! use hub_jobs::CreateBulkJob;
+//!
+//! let req: CreateBulkJob = serde_json::from_value(serde_json::json!({
+//!     "group": "acme/plant-1",
+//!     "targets": {"type": "group", "continuous": true},
+//!     "document": {"firmware": "2.1.0"},
+//!     "options": {"in_progress_timeout_ms": 600000},
+//!     "rollout": {
+//!         "rate": {"type": "fixed", "per_minute": 100},
+//!         "abort": [{"failure": "any", "threshold_percent": 10.0, "min_executions": 50}],
+//!         "windows": [{"type": "daily", "start_minute": 60, "duration_minutes": 240}]
+//!     }
+//! }))?;
+//! assert_eq!(req.targets, Targets::Group { continuous: true });
+//! assert_eq!(req.rollout.rate, Rate::Fixed { per_minute: 100 });
+//! assert!(req.rollout.validate().is_ok());
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -322,6 +345,12 @@ impl BulkJobs {
         {
             return Err(Error::invalid_input("a lane name is 1 to 64 bytes"));
         }
+        if self.registry.get_group(&req.group).await?.is_none() {
+            return Err(Error::not_found(format!(
+                "group {} does not exist",
+                req.group
+            )));
+        }
         let devices = match &req.targets {
             Targets::Devices { devices } => {
                 let set: BTreeSet<DeviceId> = devices.iter().cloned().collect();
@@ -499,8 +528,9 @@ impl BulkJobs {
     /// Cancels a bulk job: no more children start, and its queued children are canceled
     /// (children a device already holds run on; cancel them one by one if needed). Needs
     /// [`Action::CancelJob`] on its group. `if_match` makes it conditional on the version
-    /// ([`ErrorKind::PreconditionFailed`]); canceling a finished bulk job is
-    /// [`ErrorKind::Conflict`].
+    /// ([`ErrorKind::PreconditionFailed`]). Canceling a canceled bulk job again cancels the
+    /// queued children that are left (so a retry after a failure finishes the work); canceling
+    /// a completed or aborted one is [`ErrorKind::Conflict`].
     pub async fn cancel(
         &self,
         principal: &Principal,
@@ -519,6 +549,10 @@ impl BulkJobs {
                     "bulk job {id} is at version {}, not {v}",
                     record.version
                 )));
+            }
+            if record.state == BulkJobState::Canceled {
+                self.cancel_queued(principal, &record).await?;
+                return view(&record);
             }
             if record.state.is_terminal() {
                 return Err(Error::conflict(format!(

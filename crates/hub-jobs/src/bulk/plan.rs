@@ -19,6 +19,39 @@
 //!    that starts at `base_per_minute` and is multiplied by `factor` (rounded up, capped at
 //!    `max_per_minute`) each time `increase_after` more children have succeeded.
 //!    [`Rate::Unlimited`]: everything at once. In every case at most `max_batch` per call.
+//!
+//! ```
+//! use std::time::Duration;
+//! use hub_jobs::bulk::plan::{plan, PlanInput, Rate, Rollout, RolloutState, Tally, Verdict};
+//! use hub_jobs::hub_core::Timestamp;
+//!
+//! let rollout = Rollout { rate: Rate::Fixed { per_minute: 3 }, ..Rollout::default() };
+//! let now = Timestamp::from_millis(1_800_000_000_000)?;
+//! let p = plan(&PlanInput {
+//!     rollout: &rollout,
+//!     continuous: false,
+//!     state: RolloutState::default(),
+//!     tally: Tally::default(),
+//!     pending: 10,
+//!     max_batch: 500,
+//!     recheck: Duration::from_secs(5),
+//!     now,
+//! });
+//! assert_eq!((p.start, p.verdict), (3, Verdict::Continue));
+//! // The same minute: the quota is spent.
+//! let q = plan(&PlanInput {
+//!     rollout: &rollout,
+//!     continuous: false,
+//!     state: p.state,
+//!     tally: Tally { unfinished: 3, ..Tally::default() },
+//!     pending: 7,
+//!     max_batch: 500,
+//!     recheck: Duration::from_secs(5),
+//!     now: now.saturating_add(Duration::from_secs(30)),
+//! });
+//! assert_eq!(q.start, 0);
+//! # Ok::<(), hub_jobs::hub_core::TimestampError>(())
+//! ```
 
 use std::time::Duration;
 
