@@ -403,6 +403,33 @@ async fn the_summary_counts_children_per_state(h: Bulk) {
         ])
     );
     assert_eq!(s.state, BulkJobState::InProgress);
+    let targets = h
+        .bulk
+        .targets(&alice(), &acme(), &b.id, PageRequest::first(0))
+        .await
+        .unwrap()
+        .items;
+    let refused: Vec<_> = targets.iter().filter(|t| t.job.is_none()).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].device, dev("s-4"));
+    assert!(
+        refused[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("offline"),
+        "{:?}",
+        refused[0].error
+    );
+    let globex = user("bob", "globex");
+    assert_eq!(
+        h.bulk
+            .targets(&globex, &acme(), &b.id, PageRequest::first(0))
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
 }
 
 async fn cancel_stops_the_rollout_and_its_queued_children(h: Bulk) {

@@ -514,6 +514,20 @@ impl BulkJobs {
         })
     }
 
+    /// The devices a bulk job has reached so far, by device id, each with its child (or why it
+    /// could not be created). Needs [`Action::ReadJobs`] on its group.
+    pub async fn targets(
+        &self,
+        principal: &Principal,
+        tenant: &TenantId,
+        id: &BulkJobId,
+        page: PageRequest,
+    ) -> Result<Page<BulkTarget>> {
+        self.load_authorized(principal, Action::ReadJobs, tenant, id)
+            .await?;
+        self.bulk.list_bulk_targets(tenant, id, page).await
+    }
+
     async fn child_counts(&self, record: &BulkJobRecord) -> Result<BTreeMap<JobState, u64>> {
         // Children are counted tenant-wide: a device may have moved out of the subtree since.
         let filter = JobFilter {
@@ -632,9 +646,21 @@ impl BulkJobs {
         Ok(changed)
     }
 
-    /// The targeted devices of `record` that have no child yet, sorted by id, and the recorded
-    /// targets' devices.
-    async fn pending(&self, record: &BulkJobRecord, d: &Definition) -> Result<Vec<DeviceId>> {
+    /// The targeted devices of `record` that have no child yet, sorted by id.
+    async fn pending(
+        &self,
+        record: &BulkJobRecord,
+        d: &Definition,
+        p: &Progress,
+    ) -> Result<Vec<DeviceId>> {
+        // Every target row is counted in `targeted` by the same compare-and-set that stored
+        // it: once it covers the list, nothing is pending and the targets need not be read.
+        if d.devices
+            .as_ref()
+            .is_some_and(|list| p.targeted >= list.len() as u64)
+        {
+            return Ok(Vec::new());
+        }
         let mut done = BTreeSet::new();
         let mut page = PageRequest::first(0);
         loop {
@@ -683,7 +709,7 @@ impl BulkJobs {
         }
         let d = definition(&record)?;
         let mut p = progress(&record)?;
-        let pending = self.pending(&record, &d).await?;
+        let pending = self.pending(&record, &d, &p).await?;
         let counts = self.child_counts(&record).await?;
         let now = self.clock.now();
         let planned = plan::plan(&PlanInput {
