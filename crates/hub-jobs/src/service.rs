@@ -44,9 +44,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hub_core::{
-    Action, BoxFuture, Clock, DeviceId, Error, ErrorKind, Event, EventKind, EventSink, GroupPath,
-    JobId, JobNotice, JobNotifier, JobState, PresenceQuery, PresenceState, Principal, Resource,
-    Result, TenantId, authorize,
+    Action, BoxFuture, BulkJobId, Clock, DeviceId, Error, ErrorKind, Event, EventKind, EventSink,
+    GroupPath, JobId, JobNotice, JobNotifier, JobState, PresenceQuery, PresenceState, Principal,
+    Resource, Result, TenantId, authorize,
 };
 use hub_store::{
     ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob, Page,
@@ -267,6 +267,26 @@ impl JobService {
     /// offline or another controller took control in between (the store offers no lookup by
     /// idempotency key).
     pub async fn create(&self, principal: &Principal, req: CreateJob) -> Result<CreateOutcome> {
+        self.create_with(principal, req, None).await
+    }
+
+    /// [`JobService::create`] for a child of the bulk job `bulk` (its record names the bulk job,
+    /// so the bulk job's summary counts it).
+    pub async fn create_in_bulk(
+        &self,
+        principal: &Principal,
+        req: CreateJob,
+        bulk: BulkJobId,
+    ) -> Result<CreateOutcome> {
+        self.create_with(principal, req, Some(bulk)).await
+    }
+
+    async fn create_with(
+        &self,
+        principal: &Principal,
+        req: CreateJob,
+        bulk: Option<BulkJobId>,
+    ) -> Result<CreateOutcome> {
         authorize(
             principal,
             Action::CreateJob,
@@ -308,7 +328,7 @@ impl JobService {
                     options,
                     idempotency_key: req.idempotency_key,
                     created_by: holder,
-                    bulk: None,
+                    bulk,
                     created_at: now,
                     due_at,
                 },
@@ -325,7 +345,11 @@ impl JobService {
                 &Resource::device(job.group.clone(), job.device.clone()),
             )
             .map_err(denied)?;
-            if job.device != req.device || job.lane != lane || job.document != req.document {
+            if job.device != req.device
+                || job.lane != lane
+                || job.document != req.document
+                || job.bulk != bulk
+            {
                 return Err(Error::conflict(
                     "the idempotency key was already used for a different job",
                 ));

@@ -59,6 +59,7 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     pub(crate) artifacts: Arc<Mutex<crate::artifacts::memory::Blobs>>,
+    pub(crate) bulk: Arc<Mutex<crate::bulk::memory::BulkState>>,
     pub(crate) limits: StoreLimits,
 }
 
@@ -68,6 +69,7 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             artifacts: Arc::default(),
+            bulk: Arc::default(),
             limits,
         }
     }
@@ -82,7 +84,8 @@ impl MemoryStore {
             measurements: me.clone(),
             audit: me.clone(),
             config: me.clone(),
-            artifacts: me,
+            artifacts: me.clone(),
+            bulk: me,
         }
     }
 
@@ -389,6 +392,9 @@ impl RegistryStore for MemoryStore {
             for path in s.groups.keys().filter(|g| from.contains(g)) {
                 moved.push((path.clone(), validate::rebased(path, from, to)?));
             }
+            // Bulk jobs live behind their own lock, taken after the main one (as everywhere).
+            let mut bulk = self.bulk_lock();
+            let bulk_moves = bulk.rebase_plan(from, to)?;
             for (old, new) in moved {
                 if let Some(mut g) = s.groups.remove(&old) {
                     g.path = new.clone();
@@ -412,6 +418,7 @@ impl RegistryStore for MemoryStore {
             for j in s.jobs.values_mut().filter(|j| from.contains(&j.group)) {
                 j.group = validate::rebased(&j.group, from, to)?;
             }
+            bulk.apply_rebase(bulk_moves);
             s.groups
                 .get(to)
                 .cloned()

@@ -105,6 +105,7 @@ mod broken {
     pub(crate) fn stores(bug: Bug) -> Stores {
         let inner = MemoryStore::new(StoreLimits::default());
         let artifacts = std::sync::Arc::new(inner.clone());
+        let bulk = artifacts.clone();
         let me = std::sync::Arc::new(Broken { inner, bug });
         Stores {
             registry: me.clone(),
@@ -114,6 +115,7 @@ mod broken {
             audit: me.clone(),
             config: me,
             artifacts,
+            bulk,
         }
     }
 
