@@ -41,8 +41,15 @@
 //! assert!(find_transition(JobState::Rejected, CommandKind::Tick, JobState::Queued).is_none());
 //! ```
 
+pub mod device;
+#[cfg(feature = "events")]
+pub mod events;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod machine;
 pub mod service;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use hub_core;
 pub use machine::{
