@@ -45,7 +45,11 @@ pub fn report_command(report: DeviceReport) -> Result<Command> {
         DeviceReport::Canceled => Command::AcceptCancel,
         DeviceReport::CancelRefused => Command::RefuseCancel,
         // A report added to hub-core that this version does not know yet.
-        _ => return Err(Error::invalid_input("this job report status is not supported")),
+        _ => {
+            return Err(Error::invalid_input(
+                "this job report status is not supported",
+            ));
+        }
     })
 }
 

@@ -261,6 +261,7 @@ impl JobService {
 
     /// The registry the service checks devices against (the HTTP surface finds a device's group
     /// there when the caller names only the device).
+    #[cfg(feature = "http")]
     pub(crate) fn registry(&self) -> &Arc<dyn RegistryStore> {
         &self.registry
     }

@@ -39,8 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use hub_core::http::{IfMatch, Json, parse_json, with_etag};
 use hub_core::{
-    BoxFuture, DeviceId, DeviceJobs, Error, GroupPath, JobId, JobState, Principal, Result,
-    TenantId,
+    BoxFuture, DeviceId, DeviceJobs, Error, GroupPath, JobId, JobState, Principal, Result, TenantId,
 };
 use hub_store::{JobFilter, PageRequest};
 use serde::Deserialize;
@@ -365,9 +364,10 @@ async fn list_jobs(
     let mut filter = JobFilter::default();
     if let Some(states) = q.state.as_deref() {
         for name in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            filter.states.push(JobState::from_name(name).ok_or_else(|| {
-                Error::invalid_input(format!("{name:?} is not a job state"))
-            })?);
+            filter.states.push(
+                JobState::from_name(name)
+                    .ok_or_else(|| Error::invalid_input(format!("{name:?} is not a job state")))?,
+            );
         }
     }
     if let Some(d) = q.device.as_deref().filter(|d| !d.is_empty()) {
@@ -611,6 +611,7 @@ async fn device_report(
     Json(body): Json<DeviceReportBody>,
 ) -> Result<Json<DeviceJobView>> {
     let job = job_id(&job)?;
-    let dj = DeviceJobs::report(&http.service, &principal, &job, body.execution, body.report).await?;
+    let dj =
+        DeviceJobs::report(&http.service, &principal, &job, body.execution, body.report).await?;
     Ok(Json(dj.into()))
 }

@@ -77,7 +77,9 @@ fn event_device(kind: &EventKind) -> Option<&hub_core::DeviceId> {
 /// once rather than from a silent stream.
 fn check_reach(principal: &Principal, tenant: &TenantId) -> Result<()> {
     let root = match principal {
-        Principal::Device(_) => return Err(Error::forbidden("devices may not read the event stream")),
+        Principal::Device(_) => {
+            return Err(Error::forbidden("devices may not read the event stream"));
+        }
         Principal::User(u) => Some(&u.group),
         Principal::App(a) => Some(&a.user().group),
         Principal::Service(s) => s.root.as_ref(),
