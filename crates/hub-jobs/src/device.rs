@@ -1,5 +1,5 @@
 //! The device side of the Job API as the `hub-core` seam [`DeviceJobs`]: what a device protocol
-//! (MQTT in `hub-transport`, the HTTP pull API in [`http`](crate#features)) calls, so that every
+//! (MQTT in `hub-transport`, the HTTP pull API of the `http` feature) calls, so that every
 //! protocol keeps the same exactly-once and ordering guarantees.
 //!
 //! - [`DeviceJobs::next_job`] is [`JobService::claim_next`]: asking again before starting

@@ -1,5 +1,5 @@
 //! The in-process event bus (feature `events`): an [`EventSink`] that fans every event out to
-//! any number of subscribers (the SSE streams of the [`http`](crate#features) surface, the
+//! any number of subscribers (the SSE streams of the `http` feature, the
 //! webhook dispatcher, the application's own consumers).
 //!
 //! Publishing never blocks: the bus is a bounded [`tokio::sync::broadcast`] channel holding the

@@ -18,8 +18,22 @@
 //!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`. [`JobService::wait_next`]
 //!   is the device's long poll (claim, or wait a bounded time for a job), without HTTP.
 //!
-//! The REST Job API (and its HTTP long-poll and event stream routes) and bulk rollouts are not
-//! built yet.
+//! - [`device`]: `hub_core::DeviceJobs` for [`JobService`], the seam device protocols (MQTT)
+//!   call: `next_job` claims, `report` maps a `hub_core::DeviceReport` onto a machine
+//!   [`Command`].
+//!
+//! ## Features
+//!
+//! - `events`: `events::EventBus`, an `EventSink` fanning events out to subscribers through a
+//!   bounded tokio broadcast channel; a subscriber that falls behind is told how many it missed.
+//! - `http` (implies `events`): `http::router`, the REST Job API for controllers, the device pull
+//!   API (long poll) and the SSE event stream, with `http::openapi()` describing exactly those
+//!   routes. Errors are `application/problem+json` (`hub-core`'s `http` feature).
+//! - `webhooks` (implies `events`): `webhooks::Webhooks`, signed (HMAC-SHA256) webhook
+//!   deliveries with retries, per-endpoint order and bounded queues; `webhooks::verify_signature`
+//!   for receivers.
+//!
+//! Bulk rollouts are not built yet.
 //!
 //! ```
 //! use hub_core::JobState;

@@ -1097,3 +1097,57 @@ fn the_openapi_description_lists_exactly_the_mounted_routes() {
         assert!(schemas.contains_key(s), "{s}");
     }
 }
+
+#[tokio::test]
+async fn a_listing_covers_the_callers_reach_by_default() {
+    let app = app().await;
+    let carol = user("carol", "acme/plant-1");
+    let mine = id(&create(
+        &app,
+        &alice(),
+        "acme",
+        json!({"device": "pump-7", "document": {}}),
+    )
+    .await);
+    create(
+        &app,
+        &alice(),
+        "acme",
+        json!({"device": "pump-9", "document": {}}),
+    )
+    .await;
+    let r = call(
+        &app,
+        Some(&carol),
+        Method::GET,
+        "/v1/tenants/acme/jobs",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], mine.as_str());
+    // Naming a group above her reach is 404; Alice sees both.
+    call(
+        &app,
+        Some(&carol),
+        Method::GET,
+        "/v1/tenants/acme/jobs?group=acme",
+        &[],
+        None,
+    )
+    .await
+    .assert_problem(404);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        "/v1/tenants/acme/jobs",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+}

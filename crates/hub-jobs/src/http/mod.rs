@@ -20,8 +20,24 @@
 //! Errors are `application/problem+json`; a job or device outside the caller's reach, in
 //! another tenant or named by a malformed id is 404.
 //!
-//! Long polls wait with the service's [`Sleep`](crate::Sleep); when the application set none,
-//! [`JobsHttp::new`] installs a tokio timer.
+//! Long polls wait with the service's [`Sleep`]; when the application set none,
+//! [`JobsHttp::new`] installs [`TokioSleep`].
+//!
+//! Wiring, in the application:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use hub_jobs::JobService;
+//! use hub_jobs::events::EventBus;
+//! use hub_jobs::http::{HttpConfig, JobsHttp};
+//!
+//! /// `service` was built with `Arc::new(bus.clone())` as its event sink.
+//! fn job_api(service: JobService, bus: EventBus) -> (axum::Router, utoipa::openapi::OpenApi) {
+//!     let config = HttpConfig { max_wait: std::time::Duration::from_secs(20), ..HttpConfig::default() };
+//!     let state = JobsHttp::new(service).with_events(bus).with_config(config);
+//!     (hub_jobs::http::router(state), hub_jobs::http::openapi())
+//! }
+//! ```
 
 mod sse;
 pub mod view;
@@ -237,6 +253,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// The group anchoring a principal's reach (`None`: a device, or a hub-wide service).
+fn anchor(principal: &Principal) -> Option<&GroupPath> {
+    match principal {
+        Principal::User(u) => Some(&u.group),
+        Principal::App(a) => Some(&a.user().group),
+        Principal::Service(s) => s.root.as_ref(),
+        Principal::Device(_) => None,
+    }
+}
+
 /// The device's group: as named, or as registered. Named groups must lie in the path's tenant.
 async fn device_group(
     http: &JobsHttp,
@@ -318,7 +344,7 @@ async fn create_job(
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    /// Only jobs in this group's subtree (default: the whole tenant).
+    /// Only jobs in this group's subtree (default: everything the caller reaches in the tenant).
     group: Option<String>,
     /// Only jobs in these states, comma-separated (e.g. `queued,in_progress`).
     state: Option<String>,
@@ -354,7 +380,11 @@ async fn list_jobs(
     let tenant = tenant_id(&tenant)?;
     let q = query(q)?;
     let root = match q.group.as_deref() {
-        None | Some("") => GroupPath::root(&tenant),
+        // The caller's whole reach within the tenant.
+        None | Some("") => anchor(&principal)
+            .filter(|g| g.tenant() == tenant)
+            .cloned()
+            .unwrap_or_else(|| GroupPath::root(&tenant)),
         Some(g) => g
             .parse::<GroupPath>()
             .ok()

@@ -76,14 +76,10 @@ fn event_device(kind: &EventKind) -> Option<&hub_core::DeviceId> {
 /// Refuses subscriptions that could never see an event of `tenant`, so that a caller learns at
 /// once rather than from a silent stream.
 fn check_reach(principal: &Principal, tenant: &TenantId) -> Result<()> {
-    let root = match principal {
-        Principal::Device(_) => {
-            return Err(Error::forbidden("devices may not read the event stream"));
-        }
-        Principal::User(u) => Some(&u.group),
-        Principal::App(a) => Some(&a.user().group),
-        Principal::Service(s) => s.root.as_ref(),
-    };
+    if matches!(principal, Principal::Device(_)) {
+        return Err(Error::forbidden("devices may not read the event stream"));
+    }
+    let root = super::anchor(principal);
     match root {
         Some(root) if root.tenant() != *tenant => {
             Err(Error::not_found(format!("tenant {tenant} does not exist")))
