@@ -1151,3 +1151,79 @@ async fn a_listing_covers_the_callers_reach_by_default() {
     .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn optional_bodies_and_bad_paths_are_problems_too() {
+    let app = app().await;
+    let job = id(&create(
+        &app,
+        &alice(),
+        "acme",
+        json!({"device": "pump-7", "document": {}}),
+    )
+    .await);
+    let uri = format!("/v1/tenants/acme/jobs/{job}/cancel");
+    // A body that is there must be JSON of the right shape.
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::POST,
+        &uri,
+        &[],
+        Some(json!({"force": "yes"})),
+    )
+    .await;
+    r.assert_problem(400);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::POST,
+        &uri,
+        &[],
+        Some(json!({"forse": true})),
+    )
+    .await;
+    r.assert_problem(400);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::PUT,
+        "/v1/tenants/acme/devices/pump-7/control",
+        &[],
+        Some(json!({"duration_ms": 0})),
+    )
+    .await;
+    r.assert_problem(400);
+    // Ids that cannot exist are 404.
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        &format!("/v1/tenants/NOT%20A%20TENANT/jobs/{job}"),
+        &[],
+        None,
+    )
+    .await;
+    r.assert_problem(404);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        "/v1/tenants/acme/jobs/%FF",
+        &[],
+        None,
+    )
+    .await;
+    r.assert_problem(404);
+    // The job is still queued.
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        &format!("/v1/tenants/acme/jobs/{job}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.body["state"], "queued");
+}

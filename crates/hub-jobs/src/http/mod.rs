@@ -39,6 +39,7 @@
 //! }
 //! ```
 
+mod extract;
 mod sse;
 pub mod view;
 
@@ -46,24 +47,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use hub_core::http::{IfMatch, Json, parse_json, with_etag};
+use hub_core::http::{IfMatch, Json, with_etag};
 use hub_core::{
     BoxFuture, DeviceId, DeviceJobs, Error, GroupPath, JobId, JobState, Principal, Result, TenantId,
 };
 use hub_store::{JobFilter, PageRequest};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
 
 use crate::events::EventBus;
 use crate::service::{CreateJob, JobService, Sleep};
+use extract::{OptionalJson, Params, Segments};
 pub use view::{
     CancelBody, ControlBody, ControlView, CreateJobBody, DeviceJobView, DeviceReportBody, JobPage,
     JobView,
@@ -218,20 +217,6 @@ fn device_id(s: &str) -> Result<DeviceId> {
         .map_err(|_| Error::not_found(format!("device {s:?} does not exist")))
 }
 
-fn query<T>(q: std::result::Result<Query<T>, QueryRejection>) -> Result<T> {
-    q.map(|Query(t)| t)
-        .map_err(|e| Error::invalid_input(format!("the query string is not valid: {e}")))
-}
-
-/// A JSON body that may be absent (an empty body is the default).
-fn optional_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        parse_json(body)
-    }
-}
-
 fn job_response(status: StatusCode, job: &hub_store::JobRecord) -> Response {
     with_etag(job.version, (status, Json(JobView::from(job))))
 }
@@ -305,7 +290,7 @@ async fn device_group(
 async fn create_job(
     State(http): St,
     principal: Principal,
-    Path(tenant): Path<String>,
+    Segments(tenant): Segments<String>,
     headers: HeaderMap,
     Json(body): Json<CreateJobBody>,
 ) -> Result<Response> {
@@ -374,11 +359,10 @@ struct ListQuery {
 async fn list_jobs(
     State(http): St,
     principal: Principal,
-    Path(tenant): Path<String>,
-    q: std::result::Result<Query<ListQuery>, QueryRejection>,
+    Segments(tenant): Segments<String>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<JobPage>> {
     let tenant = tenant_id(&tenant)?;
-    let q = query(q)?;
     let root = match q.group.as_deref() {
         // The caller's whole reach within the tenant.
         None | Some("") => anchor(&principal)
@@ -446,7 +430,7 @@ async fn list_jobs(
 async fn get_job(
     State(http): St,
     principal: Principal,
-    Path((tenant, job)): Path<(String, String)>,
+    Segments((tenant, job)): Segments<(String, String)>,
 ) -> Result<Response> {
     let (tenant, job) = (tenant_id(&tenant)?, job_id(&job)?);
     let job = http.service.get(&principal, &tenant, &job).await?;
@@ -472,7 +456,7 @@ async fn get_job(
 async fn remove_job(
     State(http): St,
     principal: Principal,
-    Path((tenant, job)): Path<(String, String)>,
+    Segments((tenant, job)): Segments<(String, String)>,
     IfMatch(if_match): IfMatch,
 ) -> Result<Response> {
     let (tenant, job) = (tenant_id(&tenant)?, job_id(&job)?);
@@ -504,12 +488,11 @@ async fn remove_job(
 async fn cancel_job(
     State(http): St,
     principal: Principal,
-    Path((tenant, job)): Path<(String, String)>,
+    Segments((tenant, job)): Segments<(String, String)>,
     IfMatch(if_match): IfMatch,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<CancelBody>,
 ) -> Result<Response> {
     let (tenant, job) = (tenant_id(&tenant)?, job_id(&job)?);
-    let body: CancelBody = optional_body(&body)?;
     let job = http
         .service
         .cancel(&principal, &tenant, &job, body.force, if_match)
@@ -533,11 +516,10 @@ async fn cancel_job(
 async fn acquire_control(
     State(http): St,
     principal: Principal,
-    Path((tenant, device)): Path<(String, String)>,
-    body: Bytes,
+    Segments((tenant, device)): Segments<(String, String)>,
+    OptionalJson(body): OptionalJson<ControlBody>,
 ) -> Result<Json<ControlView>> {
     let (tenant, device) = (tenant_id(&tenant)?, device_id(&device)?);
-    let body: ControlBody = optional_body(&body)?;
     let duration = body
         .duration_ms
         .map_or(http.config.default_control, Duration::from_millis)
@@ -567,7 +549,7 @@ async fn acquire_control(
 async fn release_control(
     State(http): St,
     principal: Principal,
-    Path((tenant, device)): Path<(String, String)>,
+    Segments((tenant, device)): Segments<(String, String)>,
 ) -> Result<StatusCode> {
     let (tenant, device) = (tenant_id(&tenant)?, device_id(&device)?);
     let group = device_group(&http, &tenant, &device, None).await?;
@@ -604,9 +586,8 @@ struct NextQuery {
 async fn device_next(
     State(http): St,
     principal: Principal,
-    q: std::result::Result<Query<NextQuery>, QueryRejection>,
+    Params(q): Params<NextQuery>,
 ) -> Result<Response> {
-    let q = query(q)?;
     let lane = q.lane.as_deref().filter(|l| !l.is_empty());
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(http.config.max_wait);
     let job = if wait.is_zero() {
@@ -637,7 +618,7 @@ async fn device_next(
 async fn device_report(
     State(http): St,
     principal: Principal,
-    Path(job): Path<String>,
+    Segments(job): Segments<String>,
     Json(body): Json<DeviceReportBody>,
 ) -> Result<Json<DeviceJobView>> {
     let job = job_id(&job)?;

@@ -10,14 +10,14 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use hub_core::{Action, Error, Event, EventKind, Principal, Resource, Result, TenantId, authorize};
 use serde::Deserialize;
 
-use super::{JobsHttp, query, tenant_id};
+use super::extract::{Params, Segments};
+use super::{JobsHttp, tenant_id};
 use crate::events::{Received, Subscriber};
 
 /// The query of the event stream.
@@ -134,11 +134,10 @@ async fn next_frame(sub: &mut Subscriber, filter: &Filter) -> Option<SseEvent> {
 pub(super) async fn events(
     State(http): State<Arc<JobsHttp>>,
     principal: Principal,
-    Path(tenant): Path<String>,
-    q: std::result::Result<Query<EventsQuery>, QueryRejection>,
+    Segments(tenant): Segments<String>,
+    Params(q): Params<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
     let tenant = tenant_id(&tenant)?;
-    let q = query(q)?;
     check_reach(&principal, &tenant)?;
     let bus = http
         .events
