@@ -1227,3 +1227,17 @@ async fn optional_bodies_and_bad_paths_are_problems_too() {
     .await;
     assert_eq!(r.body["state"], "queued");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_event_stream_sends_keep_alive_comments() {
+    let config = HttpConfig {
+        keep_alive: Duration::from_secs(15),
+        ..HttpConfig::default()
+    };
+    let app = app_with(Arc::new(Elapsed), config, 16).await;
+    let mut stream = subscribe(&app, &alice(), "/v1/tenants/acme/events").await;
+    // Nothing is published; the paused tokio clock runs to the keep-alive.
+    let frame = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+    let text = std::str::from_utf8(&frame).unwrap();
+    assert!(text.starts_with(':'), "a comment line: {text:?}");
+}

@@ -287,3 +287,26 @@ fn signatures_are_checked_for_key_time_and_form() {
     assert!(verify_signature(b"old", &both, body, now, tolerance).is_ok());
     assert!(verify_signature(b"k1", &both, body, now, tolerance).is_ok());
 }
+
+proptest::proptest! {
+    /// Whatever the body and timestamp, a signature verifies with its own secret and body only,
+    /// and no header, however malformed, makes verification panic.
+    #[test]
+    fn signatures_round_trip_and_never_panic(
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        t in 0i64..4_000_000_000,
+        secret in "[a-z0-9]{1,32}",
+        garbage in ".{0,80}",
+    ) {
+        let now = Timestamp::from_millis(t * 1000).unwrap();
+        let tol = Duration::from_secs(60);
+        let header = sign(secret.as_bytes(), t, &body);
+        proptest::prop_assert!(verify_signature(secret.as_bytes(), &header, &body, now, tol).is_ok());
+        let mut other = body.clone();
+        other.push(0);
+        proptest::prop_assert!(verify_signature(secret.as_bytes(), &header, &other, now, tol).is_err());
+        let wrong = format!("{secret}x");
+        proptest::prop_assert!(verify_signature(wrong.as_bytes(), &header, &body, now, tol).is_err());
+        let _ = verify_signature(secret.as_bytes(), &garbage, &body, now, tol);
+    }
+}
