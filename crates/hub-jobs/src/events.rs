@@ -129,3 +129,50 @@ impl EventSink for Fanout {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hub_core::{EventKind, RecordedEvents, Timestamp};
+
+    fn seen(n: i64) -> Event {
+        Event {
+            at: Timestamp::from_millis(n).unwrap(),
+            group: "acme/plant-1".parse().unwrap(),
+            kind: EventKind::DeviceSeen {
+                device: "pump-7".parse().unwrap(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_event_in_order_and_learns_when_the_bus_is_gone() {
+        let bus = EventBus::new(8);
+        bus.publish(seen(0)); // nobody listens yet: counted, not kept for later subscribers
+        let (mut a, mut b) = (bus.subscribe(), bus.subscribe());
+        assert_eq!(bus.subscribers(), 2);
+        bus.publish(seen(1));
+        bus.publish(seen(2));
+        assert_eq!(bus.published(), 3);
+        for sub in [&mut a, &mut b] {
+            for n in [1, 2] {
+                assert_eq!(sub.recv().await, Received::Event(Arc::new(seen(n))));
+            }
+        }
+        drop(bus);
+        assert_eq!(a.recv().await, Received::Closed);
+    }
+
+    #[test]
+    fn fanout_publishes_into_every_sink() {
+        let (x, y) = (
+            Arc::new(RecordedEvents::new()),
+            Arc::new(RecordedEvents::new()),
+        );
+        let fanout = Fanout(vec![x.clone(), y.clone()]);
+        fanout.publish(seen(1));
+        assert_eq!(x.take(), vec![seen(1)]);
+        assert_eq!(y.take(), vec![seen(1)]);
+        Fanout::default().publish(seen(2));
+    }
+}

@@ -293,7 +293,8 @@ fn kind_name(event: &Event) -> String {
 }
 
 impl Webhooks {
-    /// Subscribes to `bus` and starts delivering to `endpoints` (on the current tokio runtime).
+    /// Subscribes to `bus` and starts delivering to `endpoints` on the current tokio runtime
+    /// ([`ErrorKind::Internal`](hub_core::ErrorKind::Internal) outside one).
     /// `clock` dates the signatures. An endpoint URL that is not `http://host[:port]/...` is
     /// [`ErrorKind::InvalidInput`](hub_core::ErrorKind::InvalidInput).
     pub fn start(
@@ -302,6 +303,11 @@ impl Webhooks {
         config: WebhookConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::internal(
+                "webhooks start on a tokio runtime: call Webhooks::start from within one",
+            ));
+        }
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let mut tasks = Vec::new();

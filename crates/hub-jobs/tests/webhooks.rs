@@ -310,3 +310,16 @@ proptest::proptest! {
         let _ = verify_signature(secret.as_bytes(), &garbage, &body, now, tol);
     }
 }
+
+#[test]
+fn starting_outside_a_runtime_is_an_error_not_a_panic() {
+    let bus = EventBus::new(4);
+    let e = Webhooks::start(
+        &bus,
+        vec![endpoint("http://127.0.0.1:9/hook".into())],
+        fast(),
+        Arc::new(clock()),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
