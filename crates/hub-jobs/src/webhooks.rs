@@ -8,8 +8,9 @@
 //!
 //! - `Content-Type: application/json`
 //! - `Hub-Event: <kind>`: the event kind in snake_case (`job_state_changed`, ...)
-//! - `Hub-Delivery: <n>`: the event's sequence number at this endpoint (1, 2, ...; the same on
-//!   every retry of one event, so a receiver can drop a duplicate after a lost answer)
+//! - `Hub-Delivery: <id>`: 32 hex digits identifying the event (a digest of the body): the same
+//!   on every retry and after a hub restart, so a receiver can drop a duplicate (an attempt
+//!   whose answer was lost is sent again)
 //! - `Hub-Signature: t=<unix seconds>,v1=<hex>`: `v1` is the lowercase hex HMAC-SHA256, keyed
 //!   with the endpoint's secret, of the bytes `<t>.<body>` (the decimal timestamp, a dot, the
 //!   raw body). Each attempt is signed afresh. Check it with [`verify_signature`], which also
@@ -63,7 +64,7 @@ use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -73,7 +74,7 @@ use crate::events::{EventBus, Received};
 pub const SIGNATURE_HEADER: &str = "Hub-Signature";
 /// The header carrying the event kind.
 pub const EVENT_HEADER: &str = "Hub-Event";
-/// The header carrying the event's sequence number at the endpoint.
+/// The header carrying the event's delivery id.
 pub const DELIVERY_HEADER: &str = "Hub-Delivery";
 
 type HmacSha256 = Hmac<Sha256>;
@@ -395,14 +396,13 @@ async fn worker(
     config: WebhookConfig,
     clock: Arc<dyn Clock>,
 ) {
-    let mut seq: u64 = 0;
     while let Some(event) = rx.recv().await {
-        seq += 1;
         // An event always serializes: ids, strings, numbers and JSON values.
         let Ok(body) = serde_json::to_vec(&*event) else {
             bump(&ep.counters.failed, 1);
             continue;
         };
+        let delivery = hex(&Sha256::digest(&body)[..16]);
         let body = Bytes::from(body);
         let kind = kind_name(&event);
         let attempts = config.max_attempts.max(1);
@@ -411,7 +411,7 @@ async fn worker(
             let request = hyper::Request::post(ep.uri.clone())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .header(EVENT_HEADER, kind.as_str())
-                .header(DELIVERY_HEADER, seq)
+                .header(DELIVERY_HEADER, delivery.as_str())
                 .header(
                     SIGNATURE_HEADER,
                     sign(ep.config.secret.expose().as_bytes(), t, &body),
