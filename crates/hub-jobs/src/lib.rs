@@ -17,7 +17,6 @@
 //!   ([`JobService::tick`]), publishes every state change as an `Event::JobStateChanged` and
 //!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`. [`JobService::wait_next`]
 //!   is the device's long poll (claim, or wait a bounded time for a job), without HTTP.
-//!
 //! - [`device`]: `hub_core::DeviceJobs` for [`JobService`], the seam device protocols (MQTT)
 //!   call: `next_job` claims, `report` maps a `hub_core::DeviceReport` onto a machine
 //!   [`Command`].
