@@ -17,13 +17,25 @@
 //!   ([`JobService::tick`]), publishes every state change as an `Event::JobStateChanged` and
 //!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`. [`JobService::wait_next`]
 //!   is the device's long poll (claim, or wait a bounded time for a job), without HTTP.
+//! - [`device`]: `hub_core::DeviceJobs` for [`JobService`], the seam device protocols (MQTT)
+//!   call: `next_job` claims, `report` maps a `hub_core::DeviceReport` onto a machine
+//!   [`Command`].
 //!
 //! - [`bulk`]: bulk jobs ([`BulkJobs`]): one job document for a device list or a group subtree
 //!   (continuous jobs reach devices that join later), rolled out at a fixed or exponentially
 //!   growing rate inside scheduling windows, aborted by failure criteria, with a summary of the
 //!   children per state. The rollout planner ([`bulk::plan`]) is pure and property-tested.
 //!
-//! The REST Job API (and its HTTP long-poll and event stream routes) is not built yet.
+//! ## Features
+//!
+//! - `events`: `events::EventBus`, an `EventSink` fanning events out to subscribers through a
+//!   bounded tokio broadcast channel; a subscriber that falls behind is told how many it missed.
+//! - `http` (implies `events`): `http::router`, the REST Job API for controllers, the device pull
+//!   API (long poll) and the SSE event stream, with `http::openapi()` describing exactly those
+//!   routes. Errors are `application/problem+json` (`hub-core`'s `http` feature).
+//! - `webhooks` (implies `events`): `webhooks::Webhooks`, signed (HMAC-SHA256) webhook
+//!   deliveries with retries, per-endpoint order and bounded queues; `webhooks::verify_signature`
+//!   for receivers.
 //!
 //! ```
 //! use hub_core::JobState;
@@ -46,8 +58,15 @@
 //! ```
 
 pub mod bulk;
+pub mod device;
+#[cfg(feature = "events")]
+pub mod events;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod machine;
 pub mod service;
+#[cfg(feature = "webhooks")]
+pub mod webhooks;
 
 pub use bulk::{BulkConfig, BulkJob, BulkJobs, BulkSummary, CreateBulkJob, Targets};
 pub use hub_core;

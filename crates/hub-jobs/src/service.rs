@@ -256,6 +256,19 @@ impl JobService {
         self
     }
 
+    /// Whether a timer was set with [`JobService::with_sleep`] (without one, long polls do not
+    /// wait).
+    pub fn has_sleep(&self) -> bool {
+        self.sleep.is_some()
+    }
+
+    /// The registry the service checks devices against (the HTTP surface finds a device's group
+    /// there when the caller names only the device).
+    #[cfg(feature = "http")]
+    pub(crate) fn registry(&self) -> &Arc<dyn RegistryStore> {
+        &self.registry
+    }
+
     /// Creates a job for a device, or returns the job created earlier with the same idempotency
     /// key (`created: false`). Refused with [`ErrorKind::Conflict`] while another controller
     /// holds the device's exclusive control or when the key was used for a different job, and
