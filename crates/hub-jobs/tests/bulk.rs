@@ -636,6 +636,30 @@ async fn bad_requests_are_typed_errors(h: Bulk) {
             .kind(),
         ErrorKind::TooLarge
     );
+    let bad_lane = CreateBulkJob {
+        lane: Some("no spaces".into()),
+        ..group_job("acme/fleet", false, Rollout::default())
+    };
+    assert_eq!(
+        h.bulk.create(&alice(), bad_lane).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    // A document the job store refuses reaches no device: the rollout stops at once.
+    let huge = CreateBulkJob {
+        document: json!({"blob": "x".repeat(StoreLimits::default().max_job_document_bytes)}),
+        ..group_job("acme/fleet", false, Rollout::default())
+    };
+    let b = h.bulk.create(&alice(), huge).await.unwrap();
+    assert_eq!(b.state, BulkJobState::Aborted);
+    assert!(
+        b.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot be created"),
+        "{:?}",
+        b.reason
+    );
+    assert!(h.children(b.id).await.is_empty());
     // The request body as an HTTP client sends it.
     let body: CreateBulkJob = serde_json::from_value(json!({
         "group": "acme/fleet",

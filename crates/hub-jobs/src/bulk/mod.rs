@@ -341,9 +341,15 @@ impl BulkJobs {
             ));
         }
         if let Some(lane) = &req.lane
-            && (lane.is_empty() || lane.len() > 64)
+            && (lane.is_empty()
+                || lane.len() > 64
+                || !lane
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
         {
-            return Err(Error::invalid_input("a lane name is 1 to 64 bytes"));
+            return Err(Error::invalid_input(
+                "lane must be 1 to 64 bytes of A-Z a-z 0-9 - _ .",
+            ));
         }
         if self.registry.get_group(&req.group).await?.is_none() {
             return Err(Error::not_found(format!(
@@ -739,7 +745,24 @@ impl BulkJobs {
             }
             Verdict::Continue => {
                 for device in pending.iter().take(planned.start as usize) {
-                    targets.push(self.start_child(&record, &d, device, now).await?);
+                    match self.start_child(&record, &d, device, now).await {
+                        Ok(t) => targets.push(t),
+                        // The request itself cannot become a job (a document over the store's
+                        // limit): no device would get it, so stop here.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::InvalidInput | ErrorKind::TooLarge
+                            ) =>
+                        {
+                            next.state = BulkJobState::Aborted;
+                            next.due_at = None;
+                            p.reason =
+                                Some(format!("the children cannot be created: {}", short(&e)));
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 p.targeted += targets.len() as u64;
                 p.refused += targets.iter().filter(|t| t.job.is_none()).count() as u64;
@@ -815,11 +838,14 @@ impl BulkJobs {
                 at: now,
             }),
             // The store failing is not the device's fault: try again at the next tick. With
-            // queued delivery, unavailable can only mean the store (or contention) too.
+            // queued delivery, unavailable can only mean the store (or contention) too. Bad
+            // input concerns every device alike: the caller stops the rollout.
             Err(e)
-                if e.kind() == ErrorKind::Internal
-                    || (e.kind() == ErrorKind::Unavailable
-                        && d.request.options.delivery == DeliveryPolicy::Queue) =>
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Internal | ErrorKind::InvalidInput | ErrorKind::TooLarge
+                ) || (e.kind() == ErrorKind::Unavailable
+                    && d.request.options.delivery == DeliveryPolicy::Queue) =>
             {
                 Err(e)
             }
