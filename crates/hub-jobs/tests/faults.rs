@@ -715,7 +715,7 @@ async fn run(name: &str, scale: Scale, mut open: Open, restarts: &[u64]) {
             r.expect("a tick panicked");
         }
         round += 1;
-        if round % 50 == 0 {
+        if round.is_multiple_of(50) {
             let l = log.lock().unwrap();
             eprintln!(
                 "faults[{name}]: round {round}: {} created, {} claims, {} reports accepted",
@@ -724,7 +724,7 @@ async fn run(name: &str, scale: Scale, mut open: Open, restarts: &[u64]) {
                 l.accepted.len()
             );
         }
-        if !faults && round % 10 == 0 && unfinished(hub.store.as_ref()).await == 0 {
+        if !faults && round.is_multiple_of(10) && unfinished(hub.store.as_ref()).await == 0 {
             break;
         }
         assert!(
@@ -812,14 +812,14 @@ fn check(jobs: &[JobRecord], log: &Log, events: &[Event], total: u64) {
     let mut finals: HashMap<JobId, &Accepted> = HashMap::new();
     for a in &log.accepted {
         let j = by_id[&a.job];
-        if a.sent.result().is_some() {
-            if let Some(prev) = results.insert((a.job, a.execution), a) {
-                assert_eq!(
-                    prev.sent, a.sent,
-                    "job {} execution {}: two different results accepted",
-                    a.job, a.execution
-                );
-            }
+        if a.sent.result().is_some()
+            && let Some(prev) = results.insert((a.job, a.execution), a)
+        {
+            assert_eq!(
+                prev.sent, a.sent,
+                "job {} execution {}: two different results accepted",
+                a.job, a.execution
+            );
         }
         if a.state.is_terminal() {
             if let Some(prev) = finals.insert(a.job, a) {

@@ -150,7 +150,7 @@ impl Model {
         }
         let to = match cmd {
             Command::Tick => {
-                if terminal(from) || !self.due.is_some_and(|d| d <= now) {
+                if terminal(from) || self.due.is_none_or(|d| d > now) {
                     return Unchanged;
                 }
                 match from {
