@@ -275,10 +275,10 @@ impl JobService {
     /// with [`ErrorKind::Unavailable`] when the delivery policy needs the device online and it is
     /// not.
     ///
-    /// The control and presence checks run before the store is asked, so a retry of a creation
-    /// that succeeded earlier is refused, not answered with the first job, if the device went
-    /// offline or another controller took control in between (the store offers no lookup by
-    /// idempotency key).
+    /// A retry of a creation that succeeded earlier (same idempotency key) is answered with the
+    /// first job even if another controller took control in between. The presence check runs
+    /// before the store is asked, so such a retry is refused if the device went offline and the
+    /// policy needs it online (the store offers no lookup by idempotency key).
     pub async fn create(&self, principal: &Principal, req: CreateJob) -> Result<CreateOutcome> {
         self.create_with(principal, req, None).await
     }
@@ -311,9 +311,10 @@ impl JobService {
         let tenant = req.group.tenant();
         let holder = principal.describe();
         let now = self.clock.now();
-        // A fast refusal before any wait for the device; the store checks again, atomically
-        // with the insert, so a lease granted from here on is never missed.
-        if let Some(lease) = self.store.get_control(&tenant, &req.device, now).await?
+        // The store checks the lease atomically with the insert. Before a wait for the device,
+        // a refusal that is certain anyway comes first.
+        if matches!(req.options.delivery, DeliveryPolicy::WaitOnline { .. })
+            && let Some(lease) = self.store.get_control(&tenant, &req.device, now).await?
             && lease.holder != holder
         {
             return Err(Error::conflict(format!(

@@ -1,6 +1,7 @@
 //! Fault injection: 10,000 jobs across 100 devices while requests are dropped, answers lost,
 //! requests duplicated, devices crash and come back, devices stall past their execution
-//! deadlines, controllers cancel, and (on SQLite) the hub restarts from its file; on PostgreSQL
+//! deadlines, controllers cancel, a second controller takes devices over with control leases
+//! that run out (creations meanwhile are refused and retried), and (on SQLite) the hub restarts from its file; on PostgreSQL
 //! two job services share the database and every request goes to either of them.
 //!
 //! The run proceeds in rounds on a [`ManualClock`] (100 ms each): every device takes its turn
@@ -68,6 +69,7 @@ const P_LOSE_ANSWER: f64 = 0.03;
 const P_DUPLICATE: f64 = 0.03;
 const P_CRASH: f64 = 0.008;
 const P_CANCEL: f64 = 0.003;
+const P_LEASE: f64 = 0.01;
 
 // ---- deterministic randomness -------------------------------------------------------------
 
@@ -136,8 +138,17 @@ fn device_group(i: usize) -> GroupPath {
 }
 
 fn operator() -> Principal {
+    user("ops")
+}
+
+/// A second controller who takes devices over for a while and lets the lease run out.
+fn supervisor() -> Principal {
+    user("sup")
+}
+
+fn user(name: &str) -> Principal {
     Principal::User(UserPrincipal {
-        id: "ops".parse().unwrap(),
+        id: name.parse().unwrap(),
         group: "acme".parse().unwrap(),
         scopes: Role::Operator.scopes(),
     })
@@ -281,6 +292,9 @@ struct Log {
     /// Reports refused because the execution was over (the device then let go).
     refused: u64,
     created: u64,
+    /// Creations refused because the supervisor held the device.
+    held_off: u64,
+    leases: u64,
     crashes: u64,
     restarts: u64,
 }
@@ -409,9 +423,18 @@ impl Device {
                 options: options(&mut self.rng),
                 idempotency_key: Some(format!("{}-{number}", self.index)),
             };
-            // A lost answer: the controller retries with the same key and gets the same job.
-            let first = self.node(t).create(&operator(), req.clone()).await.unwrap();
+            let first = match self.node(t).create(&operator(), req.clone()).await {
+                Ok(first) => first,
+                Err(e) if e.kind() == hub_core::ErrorKind::Conflict => {
+                    // The supervisor holds the device: try again in a later round.
+                    t.log().held_off += 1;
+                    break;
+                }
+                Err(e) => panic!("create: {e}"),
+            };
             assert!(first.created);
+            // A lost answer: the controller retries with the same key and gets the same job,
+            // even while the supervisor holds the device.
             if t.faults && self.rng.chance(P_LOSE_ANSWER) {
                 let again = self.node(t).create(&operator(), req).await.unwrap();
                 assert!(!again.created, "a repeated key creates nothing");
@@ -419,6 +442,20 @@ impl Device {
             }
             self.created.push(first.job.id);
             t.log().created += 1;
+        }
+        if t.faults && self.rng.chance(P_LEASE) {
+            // Taken (or renewed) for 0.3 to 1.5 s, never released: it lapses.
+            let d = Duration::from_millis(300 + self.rng.below(1_200));
+            self.node(t)
+                .acquire_control(
+                    &supervisor(),
+                    &device_group(self.index),
+                    &device_id(self.index),
+                    d,
+                )
+                .await
+                .unwrap();
+            t.log().leases += 1;
         }
         if !self.created.is_empty() && self.rng.chance(P_CANCEL) {
             let id = self.created[self.rng.below(self.created.len() as u64) as usize];
@@ -715,7 +752,7 @@ async fn run(name: &str, scale: Scale, mut open: Open, restarts: &[u64]) {
             r.expect("a tick panicked");
         }
         round += 1;
-        if round % 50 == 0 {
+        if round.is_multiple_of(50) {
             let l = log.lock().unwrap();
             eprintln!(
                 "faults[{name}]: round {round}: {} created, {} claims, {} reports accepted",
@@ -724,7 +761,7 @@ async fn run(name: &str, scale: Scale, mut open: Open, restarts: &[u64]) {
                 l.accepted.len()
             );
         }
-        if !faults && round % 10 == 0 && unfinished(hub.store.as_ref()).await == 0 {
+        if !faults && round.is_multiple_of(10) && unfinished(hub.store.as_ref()).await == 0 {
             break;
         }
         assert!(
@@ -742,13 +779,16 @@ async fn run(name: &str, scale: Scale, mut open: Open, restarts: &[u64]) {
     }
     eprintln!(
         "faults[{name}]: {} jobs in {round} rounds; {} claims, {} accepted reports, {} refused, \
-         {} crashes, {} restarts, {} events; final states {states:?}",
+         {} crashes, {} restarts, {} control leases, {} creations held off, {} events; \
+         final states {states:?}",
         jobs.len(),
         log.claims.len(),
         log.accepted.len(),
         log.refused,
         log.crashes,
         log.restarts,
+        log.leases,
+        log.held_off,
         events.len(),
     );
     check(&jobs, &log, &events, total);
@@ -812,14 +852,14 @@ fn check(jobs: &[JobRecord], log: &Log, events: &[Event], total: u64) {
     let mut finals: HashMap<JobId, &Accepted> = HashMap::new();
     for a in &log.accepted {
         let j = by_id[&a.job];
-        if a.sent.result().is_some() {
-            if let Some(prev) = results.insert((a.job, a.execution), a) {
-                assert_eq!(
-                    prev.sent, a.sent,
-                    "job {} execution {}: two different results accepted",
-                    a.job, a.execution
-                );
-            }
+        if a.sent.result().is_some()
+            && let Some(prev) = results.insert((a.job, a.execution), a)
+        {
+            assert_eq!(
+                prev.sent, a.sent,
+                "job {} execution {}: two different results accepted",
+                a.job, a.execution
+            );
         }
         if a.state.is_terminal() {
             if let Some(prev) = finals.insert(a.job, a) {
@@ -927,6 +967,9 @@ async fn postgres_two_nodes() {
         eprintln!("skipping: HUB_TEST_POSTGRES_URL is not set");
         return;
     };
+    // Durability is not under test here: commits need not wait for the disk.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}options=-c%20synchronous_commit%3Doff");
     let schema = format!("hub_faults_{}", uuid::Uuid::new_v4().simple());
     let connect = {
         let (url, schema) = (url.clone(), schema.clone());
@@ -935,7 +978,7 @@ async fn postgres_two_nodes() {
             async move {
                 PostgresStore::connect(PostgresConfig {
                     schema: Some(schema),
-                    pool_size: 8,
+                    pool_size: 16,
                     ..PostgresConfig::new(url)
                 })
                 .await

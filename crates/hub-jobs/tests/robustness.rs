@@ -134,6 +134,9 @@ async fn the_holders_own_creations_and_idempotent_repeats_pass_the_lease() {
         .await
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Conflict);
+    // A retry of Bob's earlier creation is answered with his job, not refused: it got in before.
+    let replay = h.svc.create(&bob, keyed.clone()).await.unwrap();
+    assert_eq!((replay.created, replay.job.id), (false, first.job.id));
     assert!(
         h.svc
             .create(&alice(), req(json!({"op": "c"})))
@@ -157,8 +160,8 @@ async fn the_holders_own_creations_and_idempotent_repeats_pass_the_lease() {
     );
 }
 
-/// A job store that lets Alice's lease in right after the service has looked for one, once armed:
-/// the interleaving that two separate store calls (check, then insert) could not survive.
+/// A job store that lets Alice's lease in right before the creation reaches the store, once
+/// armed: the interleaving that a check separate from the insert could not survive.
 #[derive(Debug)]
 struct LeaseSneaksIn {
     inner: Arc<dyn JobStore>,
@@ -167,14 +170,20 @@ struct LeaseSneaksIn {
 
 impl JobStore for LeaseSneaksIn {
     fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
-        self.inner.create_job(job)
+        Box::pin(async move {
+            self.sneak_in(&job).await?;
+            self.inner.create_job(job).await
+        })
     }
     fn create_job_unless_controlled<'a>(
         &'a self,
         job: NewJob,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<CreateOutcome>> {
-        self.inner.create_job_unless_controlled(job, now)
+        Box::pin(async move {
+            self.sneak_in(&job).await?;
+            self.inner.create_job_unless_controlled(job, now).await
+        })
     }
     fn get_job<'a>(
         &'a self,
@@ -242,16 +251,27 @@ impl JobStore for LeaseSneaksIn {
         device: &'a DeviceId,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<ControlLease>>> {
-        Box::pin(async move {
-            let seen = self.inner.get_control(tenant, device, now).await?;
-            if self.armed.swap(false, Ordering::SeqCst) {
-                let until = now.saturating_add(Duration::from_secs(60));
-                self.inner
-                    .acquire_control(tenant, device, &alice().describe(), until, now)
-                    .await?;
-            }
-            Ok(seen)
-        })
+        self.inner.get_control(tenant, device, now)
+    }
+}
+
+impl LeaseSneaksIn {
+    /// Once armed: Alice takes the device just before the job reaches the store, after every
+    /// check the service makes on its own.
+    async fn sneak_in(&self, job: &NewJob) -> Result<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            let until = job.created_at.saturating_add(Duration::from_secs(60));
+            self.inner
+                .acquire_control(
+                    &job.tenant,
+                    &job.device,
+                    &alice().describe(),
+                    until,
+                    job.created_at,
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 

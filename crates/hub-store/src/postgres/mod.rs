@@ -8,7 +8,9 @@
 //! - idempotency keys are unique per tenant through a unique index, and a losing racer reads
 //!   the winner's job;
 //! - job and device updates are compare-and-set statements on the version;
-//! - exclusive-control leases are taken with one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`;
+//! - exclusive-control leases are taken with one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`,
+//!   under a transaction-scoped advisory lock per device that a conditional job creation
+//!   (`create_job_unless_controlled`) takes too, so a lease and a creation never pass each other;
 //! - measurement points and their hourly rollups are written by one statement per append;
 //! - audit ids come from an identity column; a configuration document's version is computed as
 //!   `max(version) + 1` in the inserting statement, and the primary key on (tenant, device,
