@@ -41,9 +41,17 @@ async fn app_with(sleep: Arc<dyn Sleep>, config: HttpConfig, bus_capacity: usize
         Arc::new(clock.clone()),
     )
     .with_sleep(sleep);
+    let bulk = hub_jobs::BulkJobs::new(
+        stores.bulk.clone(),
+        stores.jobs.clone(),
+        stores.registry.clone(),
+        svc.clone(),
+        Arc::new(clock.clone()),
+    );
     let router = router(
         JobsHttp::new(svc)
             .with_events(bus.clone())
+            .with_bulk(bulk)
             .with_config(config),
     );
     App { router, bus, clock }
@@ -1072,6 +1080,10 @@ fn the_openapi_description_lists_exactly_the_mounted_routes() {
     let expected = [
         ("/v1/device/jobs/next", &["post"][..]),
         ("/v1/device/jobs/{job}", &["post"]),
+        ("/v1/tenants/{tenant}/bulk-jobs", &["get", "post"]),
+        ("/v1/tenants/{tenant}/bulk-jobs/{bulk}", &["get"]),
+        ("/v1/tenants/{tenant}/bulk-jobs/{bulk}/cancel", &["post"]),
+        ("/v1/tenants/{tenant}/bulk-jobs/{bulk}/summary", &["get"]),
         (
             "/v1/tenants/{tenant}/devices/{device}/control",
             &["put", "delete"],
@@ -1240,4 +1252,114 @@ async fn an_idle_event_stream_sends_keep_alive_comments() {
     let frame = stream.frame().await.unwrap().unwrap().into_data().unwrap();
     let text = std::str::from_utf8(&frame).unwrap();
     assert!(text.starts_with(':'), "a comment line: {text:?}");
+}
+
+#[tokio::test]
+async fn a_bulk_job_rolls_out_to_a_group_and_is_summarized_and_canceled() {
+    let app = app().await;
+    let body = json!({
+        "group": "acme/plant-1",
+        "targets": {"type": "group", "continuous": false},
+        "document": {"firmware": "2.1.0"},
+        "rollout": {"rate": {"type": "fixed", "per_minute": 1}}
+    });
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::POST,
+        "/v1/tenants/acme/bulk-jobs",
+        &[],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let bulk = r.body["id"].as_str().unwrap().to_owned();
+    assert!(r.headers["location"].to_str().unwrap().ends_with(&bulk));
+    let etag = r.etag().to_owned();
+
+    // One child per minute: the first started with the creation.
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        &format!("/v1/tenants/acme/bulk-jobs/{bulk}/summary"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["targeted"], 1, "{}", r.body);
+    assert_eq!(r.body["children"]["queued"], 1, "{}", r.body);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        &format!("/v1/tenants/acme/jobs?bulk={bulk}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.body);
+
+    // Listing, another tenant, a stale If-Match, then a cancel that cancels the queued child.
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        "/v1/tenants/acme/bulk-jobs",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1, "{}", r.body);
+    for uri in [
+        format!("/v1/tenants/acme/bulk-jobs/{bulk}"),
+        format!("/v1/tenants/globex/bulk-jobs/{bulk}"),
+        format!("/v1/tenants/acme/bulk-jobs/{bulk}/summary"),
+    ] {
+        call(&app, Some(&bob()), Method::GET, &uri, &[], None)
+            .await
+            .assert_problem(404);
+    }
+    call(
+        &app,
+        Some(&bob()),
+        Method::POST,
+        "/v1/tenants/acme/bulk-jobs",
+        &[],
+        Some(body),
+    )
+    .await
+    .assert_problem(404);
+    call(
+        &app,
+        Some(&alice()),
+        Method::POST,
+        &format!("/v1/tenants/acme/bulk-jobs/{bulk}/cancel"),
+        &[("if-match", "\"999\"")],
+        None,
+    )
+    .await
+    .assert_problem(412);
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::POST,
+        &format!("/v1/tenants/acme/bulk-jobs/{bulk}/cancel"),
+        &[("if-match", etag.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["state"], "canceled");
+    let r = call(
+        &app,
+        Some(&alice()),
+        Method::GET,
+        &format!("/v1/tenants/acme/bulk-jobs/{bulk}/summary"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r.body["children"]["canceled"], 1, "{}", r.body);
 }

@@ -11,6 +11,10 @@
 //! | POST | `/v1/tenants/{tenant}/jobs/{job}/cancel` | cancel (`{"force": false}`, `If-Match`) |
 //! | PUT | `/v1/tenants/{tenant}/devices/{device}/control` | take or renew exclusive control (`{"duration_ms": N}`) |
 //! | DELETE | `/v1/tenants/{tenant}/devices/{device}/control` | release it; 204 |
+//! | POST / GET | `/v1/tenants/{tenant}/bulk-jobs` | create a bulk job ([`CreateBulkJob`](crate::bulk::CreateBulkJob)) / list them (`under`, `limit`, `after`); needs [`JobsHttp::with_bulk`] |
+//! | GET | `/v1/tenants/{tenant}/bulk-jobs/{bulk}` | one bulk job with its `ETag` |
+//! | GET | `/v1/tenants/{tenant}/bulk-jobs/{bulk}/summary` | children per state |
+//! | POST | `/v1/tenants/{tenant}/bulk-jobs/{bulk}/cancel` | stop the rollout, cancel queued children (`If-Match`) |
 //! | GET | `/v1/tenants/{tenant}/events` | server-sent events (`?kinds=`), see [`events`](crate::events) |
 //! | POST | `/v1/device/jobs/next` | device: claim the next job (`?lane=&wait=<seconds>`); 200 with the job or 204 |
 //! | POST | `/v1/device/jobs/{job}` | device: report ([`DeviceReportBody`]); 200 with the job as the device sees it |
@@ -39,6 +43,7 @@
 //! }
 //! ```
 
+mod bulk;
 mod extract;
 mod sse;
 pub mod view;
@@ -103,6 +108,7 @@ impl Default for HttpConfig {
 pub struct JobsHttp {
     service: JobService,
     events: Option<EventBus>,
+    bulk: Option<crate::bulk::BulkJobs>,
     config: HttpConfig,
 }
 
@@ -128,8 +134,16 @@ impl JobsHttp {
         Self {
             service,
             events: None,
+            bulk: None,
             config: HttpConfig::default(),
         }
+    }
+
+    /// Serves the bulk-job routes (`/v1/tenants/{tenant}/bulk-jobs…`) from `bulk`; without it
+    /// they answer 404.
+    pub fn with_bulk(mut self, bulk: crate::bulk::BulkJobs) -> Self {
+        self.bulk = Some(bulk);
+        self
     }
 
     /// Serves `/v1/tenants/{tenant}/events` from `bus` (without one the route answers 404).
@@ -162,6 +176,19 @@ pub fn router(state: JobsHttp) -> Router {
             "/v1/tenants/{tenant}/devices/{device}/control",
             put(acquire_control).delete(release_control),
         )
+        .route(
+            "/v1/tenants/{tenant}/bulk-jobs",
+            post(bulk::create).get(bulk::list),
+        )
+        .route("/v1/tenants/{tenant}/bulk-jobs/{bulk}", get(bulk::get))
+        .route(
+            "/v1/tenants/{tenant}/bulk-jobs/{bulk}/summary",
+            get(bulk::summary),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bulk-jobs/{bulk}/cancel",
+            post(bulk::cancel),
+        )
         .route("/v1/tenants/{tenant}/events", get(sse::events))
         .route("/v1/device/jobs/next", post(device_next))
         .route("/v1/device/jobs/{job}", post(device_report))
@@ -178,6 +205,11 @@ pub fn router(state: JobsHttp) -> Router {
         cancel_job,
         acquire_control,
         release_control,
+        bulk::create,
+        bulk::list,
+        bulk::get,
+        bulk::summary,
+        bulk::cancel,
         sse::events,
         device_next,
         device_report
