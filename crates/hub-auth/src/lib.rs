@@ -18,6 +18,8 @@ pub mod authenticator;
 pub mod keys;
 #[cfg(feature = "http")]
 pub mod layer;
+#[cfg(feature = "http")]
+pub mod oauth;
 pub mod password;
 pub mod tokens;
 mod util;
