@@ -97,6 +97,9 @@ pub struct AccessClaims {
     pub hub_typ: PrincipalType,
     /// The group the principal acts within (for a service, its root).
     pub hub_grp: GroupPath,
+    /// For an app, the scopes of the user it acts for (its own are `scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_usc: Option<ScopeSet>,
 }
 
 fn secs(t: Timestamp) -> i64 {
@@ -122,6 +125,10 @@ impl AccessClaims {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<Self> {
+        let user_scopes = match principal {
+            Principal::App(a) => Some(a.user().scopes),
+            _ => None,
+        };
         let (typ, sub, grp, scopes) = match principal {
             Principal::User(u) => (
                 PrincipalType::User,
@@ -161,6 +168,7 @@ impl AccessClaims {
             client_id: client_id.to_owned(),
             hub_typ: typ,
             hub_grp: grp,
+            hub_usc: user_scopes,
         })
     }
 
@@ -183,7 +191,7 @@ impl AccessClaims {
                 let user = UserPrincipal {
                     id: UserId::new(&self.sub).map_err(|_| bad("sub"))?,
                     group: self.hub_grp.clone(),
-                    scopes,
+                    scopes: self.hub_usc.unwrap_or(scopes),
                 };
                 let client = ClientId::new(&self.client_id).map_err(|_| bad("client_id"))?;
                 Principal::App(AppPrincipal::new(client, user, scopes))
