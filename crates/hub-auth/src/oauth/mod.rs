@@ -817,7 +817,12 @@ impl AuthServer {
         let user = self
             .grant_user(client, record.token.user.as_ref().map(|u| u.as_str()))
             .await?;
-        let (secret, new) = self.new_refresh(client, &user, record.token.scopes, String::new())?;
+        let (secret, new) = self.new_refresh(
+            client,
+            &user,
+            record.token.scopes,
+            record.token.family.clone(),
+        )?;
         match self
             .credentials
             .rotate_refresh(&old_hash, new, self.now())
