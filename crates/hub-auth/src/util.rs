@@ -16,6 +16,7 @@ pub(crate) fn random_token(n: usize) -> Result<String> {
 }
 
 /// Random bytes.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
     SystemRandom::new()
         .fill(buf)
@@ -31,11 +32,13 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// SHA-256 of `data`, base64url: how codes, refresh tokens and client secrets are stored.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn sha256_b64(data: &str) -> String {
     B64.encode(sha256(data.as_bytes()))
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     #[allow(deprecated)]
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()

@@ -114,6 +114,8 @@ pub struct AuthServer {
     clock: Arc<dyn Clock>,
     throttle: Mutex<Throttle>,
     polls: Mutex<HashMap<String, Timestamp>>,
+    /// Redeemed authorization codes and what they gave, so that a replay revokes it.
+    redeemed: Mutex<HashMap<String, Redeemed>>,
     dummy_hash: String,
 }
 
@@ -145,6 +147,7 @@ impl AuthServer {
             validator,
             clock,
             polls: Mutex::new(HashMap::new()),
+            redeemed: Mutex::new(HashMap::new()),
             // Unknown users cost the same argon2 work as known ones.
             dummy_hash: crate::password::hash_password(&random_token(16)?)?,
         })
@@ -159,6 +162,17 @@ impl AuthServer {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// What a redeemed authorization code gave, remembered for the access token's lifetime.
+#[derive(Debug)]
+struct Redeemed {
+    family: String,
+    jti: Option<String>,
+    until: Timestamp,
+}
+
+/// The most redeemed codes remembered.
+const MAX_REDEEMED: usize = 100_000;
 
 /// An OAuth error response (RFC 6749 section 5.2).
 #[derive(Debug)]
@@ -741,10 +755,11 @@ impl AuthServer {
         &self,
         client: &OAuthClient,
         p: GrantPayload,
+        family: String,
     ) -> Result<Value, OAuthError> {
         let user = self.grant_user(client, p.user.as_deref()).await?;
         let refresh = if allows(client, "refresh_token") {
-            let (secret, rt) = self.new_refresh(client, &user, p.scope, random_token(16)?)?;
+            let (secret, rt) = self.new_refresh(client, &user, p.scope, family)?;
             self.credentials.create_refresh(rt).await?;
             Some(secret)
         } else {
@@ -774,11 +789,15 @@ impl AuthServer {
             .code_verifier
             .ok_or_else(|| OAuthError::request("code_verifier is missing (PKCE is required)"))?;
         // Consumed first: a code works once, whatever happens next.
-        let grant = self
+        let hash = sha256_b64(&code);
+        let Some(grant) = self
             .credentials
-            .consume_grant(GrantKind::AuthorizationCode, &sha256_b64(&code), self.now())
+            .consume_grant(GrantKind::AuthorizationCode, &hash, self.now())
             .await?
-            .ok_or_else(|| OAuthError::grant("the code is unknown, used or expired"))?;
+        else {
+            self.revoke_replayed(&hash).await?;
+            return Err(OAuthError::grant("the code is unknown, used or expired"));
+        };
         let p: GrantPayload = serde_json::from_value(grant.payload)
             .map_err(|_| OAuthError::grant("the code is not valid"))?;
         if p.client_id != client.id.as_str() {
@@ -793,7 +812,40 @@ impl AuthServer {
         if !core::pkce_s256_matches(&verifier, challenge) {
             return Err(OAuthError::grant("the PKCE code_verifier does not match"));
         }
-        self.finish_user_grant(client, p).await
+        let family = random_token(16)?;
+        let body = self.finish_user_grant(client, p, family.clone()).await?;
+        let jti = match body["access_token"].as_str() {
+            Some(t) => self
+                .validator
+                .validate(t)
+                .await
+                .ok()
+                .and_then(|v| v.jti.clone()),
+            None => None,
+        };
+        let now = self.now();
+        let mut redeemed = lock(&self.redeemed);
+        redeemed.retain(|_, r| now < r.until);
+        if redeemed.len() < MAX_REDEEMED {
+            let until = now.saturating_add(self.config.access_token_ttl.max(self.config.code_ttl));
+            redeemed.insert(hash, Redeemed { family, jti, until });
+        }
+        Ok(body)
+    }
+
+    /// A used code presented again (RFC 6749 section 4.1.2): the tokens it gave are revoked.
+    async fn revoke_replayed(&self, hash: &str) -> Result<(), OAuthError> {
+        let Some(r) = lock(&self.redeemed).remove(hash) else {
+            return Ok(());
+        };
+        tracing::warn!("authorization code replayed; its tokens are revoked");
+        self.credentials.revoke_family(&r.family).await?;
+        if let Some(jti) = &r.jti {
+            self.validator
+                .revocations()
+                .revoke(jti, r.until, self.now());
+        }
+        Ok(())
     }
 
     async fn refresh(&self, client: &OAuthClient, f: TokenForm) -> Result<Value, OAuthError> {
@@ -907,7 +959,7 @@ impl AuthServer {
                 lock(&self.polls).remove(&grant.key_hash);
                 let p: GrantPayload = serde_json::from_value(grant.payload)
                     .map_err(|_| OAuthError::grant("the device code is not valid"))?;
-                self.finish_user_grant(client, p).await
+                self.finish_user_grant(client, p, random_token(16)?).await
             }
         }
     }
