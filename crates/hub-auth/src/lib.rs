@@ -1,9 +1,30 @@
 //! # hub-auth
 //!
-//! OAuth 2.0 / OpenID Connect pieces, bearer validation, device credentials and group-scoped access control for the IoT hub SDK.
+//! OAuth 2.0 / OpenID Connect pieces, bearer validation, device credentials and group-scoped
+//! access control for the IoT hub SDK.
 //!
-//! This crate is being built (issue #5); see `ARCHITECTURE.md` for what it will own and the
-//! traits of `hub-core` it will implement or use. Until then it only re-exports the vocabulary it
-//! builds on.
+//! - [`keys`]: ES256 and EdDSA signing keys, rotation, the JWKS document, persistence.
+//! - [`tokens`]: the access and ID tokens the hub signs, and the [`tokens::TokenValidator`] that
+//!   turns bearer tokens (the hub's own or an external identity provider's) into principals.
+//! - [`authenticator`]: [`HubAuthenticator`], the `hub_core::Authenticator` that sends bearer
+//!   tokens to the validator and device access keys to the application's key authenticator.
+//! - [`password`]: argon2id password hashes.
+//! - `layer` (feature `http`): `AuthLayer`, the tower layer that turns `Authorization: Bearer`
+//!   into a `Principal` in the request's extensions.
+//! - `oauth` (feature `http`): the authorization server's routes (discovery, JWKS, token,
+//!   authorize, device authorization, revocation, introspection, userinfo).
 
+pub mod authenticator;
+pub mod keys;
+#[cfg(feature = "http")]
+pub mod layer;
+#[cfg(feature = "http")]
+pub mod oauth;
+pub mod password;
+pub mod tokens;
+mod util;
+
+pub use authenticator::HubAuthenticator;
 pub use hub_core;
+#[cfg(feature = "http")]
+pub use layer::AuthLayer;
