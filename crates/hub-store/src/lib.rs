@@ -61,8 +61,8 @@ pub use artifacts::{ArtifactMeta, ArtifactStore};
 pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
 pub use config::{ConfigDocument, ConfigKind, ConfigStore};
 pub use credentials::{
-    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
-    RotateOutcome,
+    AccessKeyRecord, CredentialStore, EnrollmentRecord, Grant, GrantKind, GrantState,
+    RefreshRecord, RefreshToken, RotateOutcome,
 };
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{

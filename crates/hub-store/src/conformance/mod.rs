@@ -264,6 +264,11 @@ pub fn checks() -> Vec<Check> {
             "credentials_device_deletion",
             credentials::device_deletion_removes_keys
         ),
+        check!("credentials_enrollments", credentials::enrollments),
+        check!(
+            "credentials_enrollment_uses_race",
+            credentials::enrollment_uses_race
+        ),
     ]
 }
 

@@ -48,6 +48,7 @@ use crate::{StoreLimits, Stores, bad_cursor};
 mod artifacts;
 mod audit;
 mod config;
+mod enrollments;
 mod grants;
 mod jobs;
 mod measurements;
