@@ -11,6 +11,7 @@
 //!   [`verify_password`](password::verify_password)).
 //! - [`client_secrets`]: OAuth client secrets, generated and stored hashed.
 //! - [`bootstrap`]: the first tenant, admin client and admin user of a new hub.
+//! - [`enrollment`]: zero-touch enrollment of devices with a group's shared secret.
 //! - `registry_api` (feature `http`): the registry REST API.
 
 pub use hub_core;
@@ -18,6 +19,7 @@ pub use hub_core;
 pub mod access_keys;
 pub mod bootstrap;
 pub mod client_secrets;
+pub mod enrollment;
 pub mod password;
 #[cfg(feature = "http")]
 pub mod registry_api;

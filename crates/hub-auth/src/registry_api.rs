@@ -18,6 +18,8 @@
 //! | `DELETE /v1/tenants/{tenant}/devices/{device}/access-keys/{key_id}` | revoke |
 //! | `GET, POST /v1/tenants/{tenant}/users`, `GET, DELETE .../users/{user}` | users with an argon2id password hash; the role gives the scopes |
 //! | `GET, POST /v1/tenants/{tenant}/clients`, `GET, DELETE .../clients/{client}` | OAuth clients; a confidential client's secret is shown once |
+//! | `GET, POST /v1/tenants/{tenant}/enrollments`, `DELETE .../enrollments/{id}` | group enrollments; the shared secret is shown once |
+//! | `POST /v1/enroll` | a device enrolls itself with a shared secret (no principal needed) |
 //!
 //! Group paths in bodies and queries are whole paths (`acme/plant-1`); in the URL, below
 //! `/groups/`, they are relative to the tenant (`plant-1`).
@@ -49,6 +51,7 @@ use hub_store::{
 
 use crate::access_keys::{AccessKeyInfo, AccessKeys, IssuedAccessKey, lifecycle_allows_connect};
 use crate::client_secrets::generate_client_secret;
+use crate::enrollment::{EnrollmentConfig, EnrollmentInfo, Enrollments};
 use crate::password::PasswordPolicy;
 use crate::secrets::random_base32;
 
@@ -64,16 +67,25 @@ pub struct RegistryState {
     pub clock: Arc<dyn Clock>,
     /// The rules for user passwords.
     pub passwords: PasswordPolicy,
+    /// Group enrollments (zero-touch registration).
+    pub enrollments: Arc<Enrollments>,
 }
 
 impl RegistryState {
-    /// State over `stores` with the default password policy.
+    /// State over `stores` with the default password policy and enrollment limits.
     pub fn new(stores: Stores, keys: Arc<AccessKeys>, clock: Arc<dyn Clock>) -> Self {
+        let enrollments = Arc::new(Enrollments::new(
+            &stores,
+            keys.clone(),
+            clock.clone(),
+            EnrollmentConfig::default(),
+        ));
         Self {
             stores,
             keys,
             clock,
             passwords: PasswordPolicy::default(),
+            enrollments,
         }
     }
 }
@@ -122,6 +134,15 @@ pub fn router(state: RegistryState) -> Router {
             "/v1/tenants/{tenant}/clients/{client}",
             get(get_client).delete(delete_client),
         )
+        .route(
+            "/v1/tenants/{tenant}/enrollments",
+            get(list_enrollments).post(create_enrollment),
+        )
+        .route(
+            "/v1/tenants/{tenant}/enrollments/{id}",
+            delete(delete_enrollment),
+        )
+        .route("/v1/enroll", post(enroll))
         .with_state(state)
 }
 
@@ -149,6 +170,10 @@ pub fn router(state: RegistryState) -> Router {
         create_client,
         get_client,
         delete_client,
+        list_enrollments,
+        create_enrollment,
+        delete_enrollment,
+        enroll,
     ),
     components(schemas(
         NewTenantBody,
@@ -170,6 +195,10 @@ pub fn router(state: RegistryState) -> Router {
         ClientView,
         ClientPage,
         CreatedClient,
+        NewEnrollmentBody,
+        EnrollmentInfo,
+        CreatedEnrollmentView,
+        EnrollBody,
     )),
     tags((name = "registry", description = "Tenants, groups, devices and their credentials, users, OAuth clients"))
 )]
@@ -1307,4 +1336,154 @@ async fn delete_client(
     let c = client_for(&s, &principal, &tenant, &client).await?;
     s.stores.registry.delete_client(&c.id).await?;
     Ok(no_content())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrollments
+
+/// Lists the enrollments of a group's subtree (no secrets).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/enrollments", tag = "registry",
+    params(("tenant" = String, Path), GroupQuery),
+    responses((status = 200, body = Vec<EnrollmentInfo>)))]
+async fn list_enrollments(
+    State(s): State<RegistryState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Query(q): Query<GroupQuery>,
+) -> Result<Json<Vec<EnrollmentInfo>>> {
+    let tenant = tenant_of(&tenant)?;
+    let root = match q.group {
+        Some(g) => GroupPath::new(&g)?,
+        None => default_root(&principal, &tenant),
+    };
+    in_tenant(&tenant, &root)?;
+    check(
+        &principal,
+        Action::ManageClients,
+        &Resource::group(root.clone()),
+    )?;
+    Ok(Json(s.enrollments.list(&root).await?))
+}
+
+/// A new enrollment.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewEnrollmentBody {
+    /// The group enrolled devices go to (whole path; must exist).
+    group: String,
+    /// How many devices may enroll with it.
+    max_uses: u32,
+    /// How long it works, seconds (the server's default when absent).
+    #[serde(default)]
+    expires_in_seconds: Option<u64>,
+}
+
+/// An enrollment just created, with its shared secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedEnrollmentView {
+    /// The shared secret, `he_<id>_<secret>`: store it now, it is never shown again.
+    pub enrollment: String,
+    /// The enrollment as listings show it.
+    pub info: EnrollmentInfo,
+}
+
+/// Creates an enrollment for a group; the shared secret is shown once. The caller must be
+/// allowed to manage clients and enrollments and to register devices in the group.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/enrollments", tag = "registry",
+    params(("tenant" = String, Path)), request_body = NewEnrollmentBody,
+    responses((status = 201, body = CreatedEnrollmentView)))]
+async fn create_enrollment(
+    State(s): State<RegistryState>,
+    principal: Principal,
+    Path(tenant): Path<String>,
+    Json(body): Json<NewEnrollmentBody>,
+) -> Result<Response> {
+    let tenant = tenant_of(&tenant)?;
+    let group = GroupPath::new(&body.group)?;
+    in_tenant(&tenant, &group)?;
+    let resource = Resource::group(group.clone());
+    check(&principal, Action::ManageClients, &resource)?;
+    // It registers devices: the caller must be allowed to do that itself.
+    check(&principal, Action::ManageDevice, &resource)?;
+    let created_enrollment = s
+        .enrollments
+        .create(
+            &group,
+            body.max_uses,
+            body.expires_in_seconds.map(Duration::from_secs),
+        )
+        .await?;
+    Ok(created(CreatedEnrollmentView {
+        enrollment: created_enrollment.secret.expose().to_owned(),
+        info: created_enrollment.info,
+    }))
+}
+
+/// Deletes an enrollment.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/enrollments/{id}", tag = "registry",
+    params(("tenant" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404)))]
+async fn delete_enrollment(
+    State(s): State<RegistryState>,
+    principal: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response> {
+    let tenant = tenant_of(&tenant)?;
+    let e = s
+        .enrollments
+        .get(&id)
+        .await?
+        .filter(|e| e.group.tenant() == tenant)
+        .ok_or_else(|| Error::not_found(format!("enrollment {id:?} does not exist")))?;
+    check(&principal, Action::ManageClients, &Resource::group(e.group))?;
+    s.enrollments.delete(&id).await?;
+    Ok(no_content())
+}
+
+/// A device enrolling itself.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    /// The shared secret of the enrollment, `he_<id>_<secret>`.
+    enrollment: String,
+    /// The device's own id (its serial number, say).
+    device_id: String,
+    /// A human name.
+    #[serde(default)]
+    display_name: String,
+    /// Attributes (a JSON object).
+    #[serde(default)]
+    attributes: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for EnrollBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollBody")
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device enrolls itself with an enrollment's shared secret: it is registered in the
+/// enrollment's group and receives its own access key, shown once. Needs no principal.
+#[utoipa::path(post, path = "/v1/enroll", tag = "registry", request_body = EnrollBody,
+    responses((status = 201, body = RegisteredDevice),
+        (status = 401, description = "wrong, expired or used-up enrollment"),
+        (status = 409, description = "the device id is registered already")))]
+async fn enroll(State(s): State<RegistryState>, Json(body): Json<EnrollBody>) -> Result<Response> {
+    let device = DeviceId::new(&body.device_id)?;
+    let enrolled = s
+        .enrollments
+        .enroll(
+            &body.enrollment,
+            &device,
+            body.display_name,
+            body.attributes,
+        )
+        .await?;
+    Ok(created(RegisteredDevice {
+        device: enrolled.device.into(),
+        access_key: enrolled.key.access_key.expose().to_owned(),
+        key: enrolled.key.info,
+    }))
 }

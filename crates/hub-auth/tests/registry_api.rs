@@ -758,6 +758,9 @@ async fn the_openapi_description_names_every_route() {
         "/v1/tenants/{tenant}/users/{user}",
         "/v1/tenants/{tenant}/clients",
         "/v1/tenants/{tenant}/clients/{client}",
+        "/v1/tenants/{tenant}/enrollments",
+        "/v1/tenants/{tenant}/enrollments/{id}",
+        "/v1/enroll",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
