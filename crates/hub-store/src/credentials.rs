@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use hub_core::{BoxFuture, ClientId, DeviceId, Result, ScopeSet, TenantId, Timestamp, UserId};
+use hub_core::{
+    BoxFuture, ClientId, DeviceId, Error, GroupPath, Result, ScopeSet, TenantId, Timestamp, UserId,
+};
 
 /// One device access key, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,37 @@ impl AccessKeyRecord {
     pub fn is_usable(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
     }
+}
+
+/// A group enrollment: a shared secret with which devices register themselves into a group
+/// (zero-touch provisioning), a limited number of times until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentRecord {
+    /// The public id that identifies the enrollment, unique hub-wide.
+    pub id: String,
+    /// The group enrolled devices are placed in; its first segment is the tenant.
+    pub group: GroupPath,
+    /// A hash of the secret (the format is `hub-auth`'s business).
+    pub hash: String,
+    /// How many devices may enroll with it.
+    pub max_uses: u32,
+    /// How many have.
+    pub uses: u32,
+    /// When it stops working; usable while `now < expires_at`.
+    pub expires_at: Timestamp,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+impl EnrollmentRecord {
+    /// Whether one more device may enroll at `now`.
+    pub fn is_usable(&self, now: Timestamp) -> bool {
+        self.uses < self.max_uses && now < self.expires_at
+    }
+}
+
+fn no_enrollments() -> Error {
+    Error::unavailable("this credential store does not keep enrollments")
 }
 
 /// What a single-use grant is.
@@ -300,4 +333,53 @@ pub trait CredentialStore: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         token_hash: &'a str,
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>>>;
+
+    /// Stores a new enrollment. [`Conflict`](hub_core::ErrorKind::Conflict) if the id exists,
+    /// [`InvalidInput`](hub_core::ErrorKind::InvalidInput) for an id or hash that is empty, too
+    /// long or not printable ASCII.
+    ///
+    /// The enrollment methods have default implementations that answer
+    /// [`Unavailable`](hub_core::ErrorKind::Unavailable), so that a store written before them
+    /// still compiles; every backend of this crate implements them.
+    fn put_enrollment<'a>(&'a self, enrollment: EnrollmentRecord) -> BoxFuture<'a, Result<()>> {
+        let _ = enrollment;
+        Box::pin(std::future::ready(Err(no_enrollments())))
+    }
+
+    /// The enrollment with this id, usable or not.
+    fn get_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        let _ = id;
+        Box::pin(std::future::ready(Err(no_enrollments())))
+    }
+
+    /// The enrollments of `root`'s subtree, ordered by id (byte order).
+    fn list_enrollments<'a>(
+        &'a self,
+        root: &'a GroupPath,
+    ) -> BoxFuture<'a, Result<Vec<EnrollmentRecord>>> {
+        let _ = root;
+        Box::pin(std::future::ready(Err(no_enrollments())))
+    }
+
+    /// Deletes an enrollment; [`NotFound`](hub_core::ErrorKind::NotFound) if there is none.
+    fn delete_enrollment<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = id;
+        Box::pin(std::future::ready(Err(no_enrollments())))
+    }
+
+    /// Atomically counts one use: if the enrollment exists and
+    /// [is usable](EnrollmentRecord::is_usable) at `now`, its `uses` grows by one and it is
+    /// returned as it is after; otherwise `None` and nothing changes. Of concurrent uses of an
+    /// enrollment with `n` uses left exactly `n` succeed.
+    fn use_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        let _ = (id, now);
+        Box::pin(std::future::ready(Err(no_enrollments())))
+    }
 }

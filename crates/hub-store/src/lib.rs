@@ -68,8 +68,8 @@ pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecor
 pub use bulk::{BulkJobRecord, BulkJobState, BulkJobStore, BulkTarget, NewBulkJob};
 pub use config::{ConfigDocument, ConfigKind, ConfigStore};
 pub use credentials::{
-    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
-    RotateOutcome,
+    AccessKeyRecord, CredentialStore, EnrollmentRecord, Grant, GrantKind, GrantState,
+    RefreshRecord, RefreshToken, RotateOutcome,
 };
 pub use jobs::{ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob};
 pub use measurements::{

@@ -12,8 +12,8 @@ use hub_core::{
 use crate::audit::{AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
 use crate::config::{ConfigDocument, ConfigKind, ConfigStore};
 use crate::credentials::{
-    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
-    RotateOutcome,
+    AccessKeyRecord, CredentialStore, EnrollmentRecord, Grant, GrantKind, GrantState,
+    RefreshRecord, RefreshToken, RotateOutcome,
 };
 use crate::jobs::{
     ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob, controlled,
@@ -52,6 +52,7 @@ struct State {
     clients: BTreeMap<ClientId, OAuthClient>,
     grants: BTreeMap<(GrantKind, String), Grant>,
     refresh: BTreeMap<String, RefreshRecord>,
+    enrollments: BTreeMap<String, EnrollmentRecord>,
 }
 
 /// The in-memory backend. Clones share the same data.
@@ -900,6 +901,60 @@ impl CredentialStore for MemoryStore {
         token_hash: &'a str,
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
         ready(Ok(self.lock().refresh.get(token_hash).cloned()))
+    }
+
+    fn put_enrollment<'a>(&'a self, enrollment: EnrollmentRecord) -> BoxFuture<'a, Result<()>> {
+        ready((|| {
+            validate::token(&enrollment.id, validate::MAX_HASH, "the enrollment id")?;
+            validate::token(&enrollment.hash, validate::MAX_HASH, "the enrollment hash")?;
+            let mut s = self.lock();
+            if s.enrollments.contains_key(&enrollment.id) {
+                return Err(Error::conflict("an enrollment with this id exists"));
+            }
+            s.enrollments.insert(enrollment.id.clone(), enrollment);
+            Ok(())
+        })())
+    }
+
+    fn get_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        ready(Ok(self.lock().enrollments.get(id).cloned()))
+    }
+
+    fn list_enrollments<'a>(
+        &'a self,
+        root: &'a GroupPath,
+    ) -> BoxFuture<'a, Result<Vec<EnrollmentRecord>>> {
+        ready(Ok(self
+            .lock()
+            .enrollments
+            .values()
+            .filter(|e| root.contains(&e.group))
+            .cloned()
+            .collect()))
+    }
+
+    fn delete_enrollment<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        ready(match self.lock().enrollments.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("no such enrollment")),
+        })
+    }
+
+    fn use_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        ready(Ok(match self.lock().enrollments.get_mut(id) {
+            Some(e) if e.is_usable(now) => {
+                e.uses += 1;
+                Some(e.clone())
+            }
+            _ => None,
+        }))
     }
 }
 

@@ -401,6 +401,34 @@ mod broken {
         ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
             self.inner.get_refresh(token_hash)
         }
+        fn put_enrollment<'a>(
+            &'a self,
+            enrollment: hub_store::EnrollmentRecord,
+        ) -> BoxFuture<'a, Result<()>> {
+            self.inner.put_enrollment(enrollment)
+        }
+        fn get_enrollment<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Option<hub_store::EnrollmentRecord>>> {
+            self.inner.get_enrollment(id)
+        }
+        fn list_enrollments<'a>(
+            &'a self,
+            root: &'a GroupPath,
+        ) -> BoxFuture<'a, Result<Vec<hub_store::EnrollmentRecord>>> {
+            self.inner.list_enrollments(root)
+        }
+        fn delete_enrollment<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+            self.inner.delete_enrollment(id)
+        }
+        fn use_enrollment<'a>(
+            &'a self,
+            id: &'a str,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<Option<hub_store::EnrollmentRecord>>> {
+            self.inner.use_enrollment(id, now)
+        }
     }
 
     impl Broken {

@@ -2030,7 +2030,7 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE refresh_tokens; \
              DROP TABLE grants; DROP TABLE oauth_clients; DROP TABLE users; \
              DROP TABLE artifact_chunks; DROP TABLE artifacts; \
-             DROP TABLE bulk_targets; DROP TABLE bulk_jobs; \
+             DROP TABLE bulk_targets; DROP TABLE bulk_jobs; DROP TABLE enrollments; \
              UPDATE schema_version SET version = 2",
         )
         .await
@@ -2080,13 +2080,13 @@ async fn a_schema_from_before_the_identity_tables_is_upgraded_in_place() {
             .await
             .expect("tenant");
         // Turn it back into the schema of the release before: the identity migration is
-        // followed by the artifacts and bulk job migrations, so drop the tables of all three
-        // and step the version back by three.
+        // followed by the artifacts, bulk job and enrollments migrations, so drop the tables of
+        // all four and step the version back by four.
         let raw = raw_client(&url, &schema).await;
         raw.batch_execute(
             "DROP TABLE users, oauth_clients, grants, refresh_tokens, artifact_chunks, artifacts, \
-             bulk_targets, bulk_jobs; \
-             UPDATE schema_version SET version = version - 3;",
+             bulk_targets, bulk_jobs, enrollments; \
+             UPDATE schema_version SET version = version - 4;",
         )
         .await
         .expect("downgrade");

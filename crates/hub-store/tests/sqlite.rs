@@ -392,7 +392,8 @@ async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
         conn.execute_batch(
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE users; \
              DROP TABLE oauth_clients; DROP TABLE grants; DROP TABLE refresh_tokens; \
-             DROP TABLE artifacts; DROP TABLE bulk_jobs; DROP TABLE bulk_targets;",
+             DROP TABLE artifacts; DROP TABLE bulk_jobs; DROP TABLE bulk_targets; \
+             DROP TABLE enrollments;",
         )
         .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
@@ -466,8 +467,8 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
             .unwrap();
     }
     // Turn it back into the database of the release before: the identity migration is
-    // followed by the artifacts and bulk job migrations, so drop the tables of all three and
-    // step user_version back by three.
+    // followed by the artifacts, bulk job and enrollments migrations, so drop the tables of all
+    // four and step user_version back by four.
     let current: i64 = {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
@@ -476,10 +477,10 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
         conn.execute_batch(
             "DROP TABLE users; DROP TABLE oauth_clients; DROP TABLE grants; \
              DROP TABLE refresh_tokens; DROP TABLE artifacts; DROP TABLE bulk_jobs; \
-             DROP TABLE bulk_targets;",
+             DROP TABLE bulk_targets; DROP TABLE enrollments;",
         )
         .unwrap();
-        conn.pragma_update(None, "user_version", v - 3).unwrap();
+        conn.pragma_update(None, "user_version", v - 4).unwrap();
         v
     };
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();

@@ -7,7 +7,7 @@
 //! Mount [`router`] at the root of the hub's HTTPS server; [`openapi`] describes its routes.
 //!
 //! Client secrets are stored hashed in `OAuthClient::secret_hash`: either an argon2id PHC string
-//! ([`crate::password::hash_password`]) or [`hash_client_secret`]'s `sha256:` form (enough for
+//! ([`crate::password::hash_password`]) or [`hash_client_secret`]'s `$sha256$` form (enough for
 //! the hub's random 256-bit secrets, and much cheaper per token request).
 //!
 //! The token, revocation and introspection endpoints answer errors in RFC 6749's form
@@ -92,16 +92,14 @@ impl OAuthConfig {
     }
 }
 
-/// The `secret_hash` of a client secret in the `sha256:` form.
+/// The `secret_hash` of a client secret: the `$sha256$` form of
+/// [`client_secrets`](crate::client_secrets), for the hub's random 256-bit secrets.
 pub fn hash_client_secret(secret: &str) -> String {
-    format!("sha256:{}", sha256_b64(secret))
+    crate::secrets::sha256_hash(secret)
 }
 
 fn client_secret_matches(hash: &str, secret: &str) -> bool {
-    match hash.strip_prefix("sha256:") {
-        Some(h) => ct_eq(h.as_bytes(), sha256_b64(secret).as_bytes()),
-        None => verify_password(hash, secret),
-    }
+    crate::client_secrets::verify_client_secret(hash, secret)
 }
 
 /// The authorization server's state, shared by its routes.

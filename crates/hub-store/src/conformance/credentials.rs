@@ -3,7 +3,7 @@
 use hub_core::ErrorKind;
 
 use super::{StoresFactory, T0, dev, expect_kind, group, ok, tenant, ts};
-use crate::credentials::AccessKeyRecord;
+use crate::credentials::{AccessKeyRecord, EnrollmentRecord};
 
 fn key(prefix: &str, tenant_id: &str, device: &str, created: i64) -> AccessKeyRecord {
     AccessKeyRecord {
@@ -211,5 +211,145 @@ pub(super) async fn device_deletion_removes_keys(factory: StoresFactory) {
     assert!(
         ok(stores.credentials.find_access_key("hk_keep").await, "find").is_some(),
         "another device's key stays"
+    );
+}
+
+fn enrollment(id: &str, group_path: &str, max_uses: u32, expires: i64) -> EnrollmentRecord {
+    EnrollmentRecord {
+        id: id.to_owned(),
+        group: group(group_path),
+        hash: format!("$sha256${id}"),
+        max_uses,
+        uses: 0,
+        expires_at: ts(expires),
+        created_at: ts(T0),
+    }
+}
+
+/// Enrollments: stored by id, listed by subtree, used a bounded number of times until they
+/// expire, deleted.
+pub(super) async fn enrollments(factory: StoresFactory) {
+    let creds = factory().await.credentials;
+    let e1 = enrollment("en1", "acme/plant-1", 2, T0 + 60_000);
+    let e2 = enrollment("en2", "acme", 5, T0 + 60_000);
+    let e3 = enrollment("en3", "acme/plant-10", 5, T0 + 60_000);
+    let e4 = enrollment("en4", "globex", 5, T0 + 60_000);
+    for e in [&e1, &e2, &e3, &e4] {
+        ok(creds.put_enrollment(e.clone()).await, "put_enrollment");
+    }
+    expect_kind(
+        creds
+            .put_enrollment(enrollment("en1", "globex", 9, T0))
+            .await,
+        ErrorKind::Conflict,
+        "put_enrollment with an id that exists",
+    );
+    expect_kind(
+        creds.put_enrollment(enrollment("", "acme", 1, T0)).await,
+        ErrorKind::InvalidInput,
+        "put_enrollment with an empty id",
+    );
+    assert_eq!(
+        ok(creds.get_enrollment("en1").await, "get_enrollment"),
+        Some(e1.clone()),
+        "get_enrollment returns it as stored; a refused duplicate changes nothing"
+    );
+    assert_eq!(ok(creds.get_enrollment("en").await, "get_enrollment"), None);
+    let ids = |v: Vec<EnrollmentRecord>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok(
+            creds.list_enrollments(&group("acme")).await,
+            "list_enrollments"
+        )),
+        ["en1", "en2", "en3"],
+        "the tenant's enrollments, by id"
+    );
+    assert_eq!(
+        ids(ok(
+            creds.list_enrollments(&group("acme/plant-1")).await,
+            "list_enrollments"
+        )),
+        ["en1"],
+        "a subtree holds its own and those below, not a sibling's with a longer name"
+    );
+
+    // Uses are counted up to the maximum.
+    let used = ok(creds.use_enrollment("en1", ts(T0)).await, "use_enrollment");
+    assert_eq!(used.map(|e| e.uses), Some(1));
+    let used = ok(creds.use_enrollment("en1", ts(T0)).await, "use_enrollment");
+    assert_eq!(used.map(|e| e.uses), Some(2));
+    assert_eq!(
+        ok(creds.use_enrollment("en1", ts(T0)).await, "use_enrollment"),
+        None,
+        "no use beyond max_uses"
+    );
+    assert_eq!(
+        ok(creds.get_enrollment("en1").await, "get_enrollment").map(|e| e.uses),
+        Some(2),
+        "a refused use counts nothing"
+    );
+    // Expiry.
+    assert_eq!(
+        ok(
+            creds.use_enrollment("en2", ts(T0 + 60_000)).await,
+            "use_enrollment"
+        ),
+        None,
+        "not usable at its expiry"
+    );
+    assert!(
+        ok(
+            creds.use_enrollment("en2", ts(T0 + 59_999)).await,
+            "use_enrollment"
+        )
+        .is_some()
+    );
+    assert_eq!(
+        ok(creds.use_enrollment("nope", ts(T0)).await, "use_enrollment"),
+        None
+    );
+
+    ok(creds.delete_enrollment("en2").await, "delete_enrollment");
+    assert_eq!(
+        ok(creds.get_enrollment("en2").await, "get_enrollment"),
+        None
+    );
+    expect_kind(
+        creds.delete_enrollment("en2").await,
+        ErrorKind::NotFound,
+        "delete_enrollment of an unknown enrollment",
+    );
+    assert_eq!(
+        ok(creds.use_enrollment("en2", ts(T0)).await, "use_enrollment"),
+        None
+    );
+}
+
+/// Of concurrent uses of an enrollment with `n` uses left exactly `n` succeed.
+pub(super) async fn enrollment_uses_race(factory: StoresFactory) {
+    let creds = factory().await.credentials;
+    ok(
+        creds
+            .put_enrollment(enrollment("race", "acme", 3, T0 + 60_000))
+            .await,
+        "put_enrollment",
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let creds = creds.clone();
+        tasks.push(tokio::spawn(async move {
+            creds.use_enrollment("race", ts(T0)).await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        if ok(t.await.expect("the task runs"), "use_enrollment").is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 3, "exactly max_uses concurrent uses succeed");
+    assert_eq!(
+        ok(creds.get_enrollment("race").await, "get_enrollment").map(|e| e.uses),
+        Some(3)
     );
 }

@@ -276,6 +276,11 @@ pub fn checks() -> Vec<Check> {
         check!("bulk_due", bulk::due),
         check!("concurrency_bulk_update", bulk::concurrent_updates),
         check!("bulk_move_group", bulk::move_group),
+        check!("credentials_enrollments", credentials::enrollments),
+        check!(
+            "credentials_enrollment_uses_race",
+            credentials::enrollment_uses_race
+        ),
     ]
 }
 

@@ -51,6 +51,7 @@ mod artifacts;
 mod audit;
 mod bulk;
 mod config;
+mod enrollments;
 mod grants;
 mod jobs;
 mod measurements;

@@ -11,8 +11,8 @@ use super::{
     json_text, parse_cursor, parse_json, query, query_opt, to_i64, to_u64, ts,
 };
 use crate::credentials::{
-    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
-    RotateOutcome,
+    AccessKeyRecord, CredentialStore, EnrollmentRecord, Grant, GrantKind, GrantState,
+    RefreshRecord, RefreshToken, RotateOutcome,
 };
 use crate::registry::{
     Device, DevicePatch, Group, Lifecycle, NewDevice, NewUser, OAuthClient, RegistryStore, User,
@@ -718,5 +718,35 @@ impl CredentialStore for PostgresStore {
         token_hash: &'a str,
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
         Box::pin(self.cred_get_refresh(token_hash))
+    }
+
+    fn put_enrollment<'a>(&'a self, enrollment: EnrollmentRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_put_enrollment(enrollment))
+    }
+
+    fn get_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        Box::pin(self.cred_get_enrollment(id))
+    }
+
+    fn list_enrollments<'a>(
+        &'a self,
+        root: &'a GroupPath,
+    ) -> BoxFuture<'a, Result<Vec<EnrollmentRecord>>> {
+        Box::pin(self.cred_list_enrollments(root))
+    }
+
+    fn delete_enrollment<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.cred_delete_enrollment(id))
+    }
+
+    fn use_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        Box::pin(self.cred_use_enrollment(id, now))
     }
 }

@@ -264,6 +264,19 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (bulk, device)
     );
     "#,
+    // enrollments: group-level shared secrets for zero-touch device registration.
+    r#"
+    CREATE TABLE enrollments (
+        id         TEXT COLLATE "C" PRIMARY KEY,
+        group_path TEXT COLLATE "C" NOT NULL,
+        hash       TEXT NOT NULL,
+        max_uses   BIGINT NOT NULL,
+        uses       BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX enrollments_group ON enrollments (group_path);
+    "#,
 ];
 
 /// The advisory lock key for migrating `schema` (FNV-1a of a fixed label and the schema name),

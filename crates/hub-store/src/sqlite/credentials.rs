@@ -2,14 +2,15 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use hub_core::{BoxFuture, DeviceId, Error, Result, TenantId, Timestamp, UserId};
+use hub_core::{BoxFuture, DeviceId, Error, GroupPath, Result, TenantId, Timestamp, UserId};
 
-use super::registry::ts;
+use super::registry::{in_subtree, ts};
 use super::{SqliteStore, corrupt, db_err};
 use crate::credentials::{
-    AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
-    RotateOutcome,
+    AccessKeyRecord, CredentialStore, EnrollmentRecord, Grant, GrantKind, GrantState,
+    RefreshRecord, RefreshToken, RotateOutcome,
 };
+use crate::validate;
 
 const COLS: &str = "prefix, tenant, device, hash, created_at, expires_at, revoked_at";
 
@@ -38,6 +39,37 @@ fn to_key(row: KeyRow) -> Result<AccessKeyRecord> {
         expires_at: expires.map(ts).transpose()?,
         revoked_at: revoked.map(ts).transpose()?,
     })
+}
+
+const ENROLLMENT_COLS: &str = "id, group_path, hash, max_uses, uses, expires_at, created_at";
+
+type EnrollmentRow = (String, String, String, i64, i64, i64, i64);
+
+fn enrollment_row(r: &Row<'_>) -> rusqlite::Result<EnrollmentRow> {
+    r.try_into()
+}
+
+fn to_enrollment(row: EnrollmentRow) -> Result<EnrollmentRecord> {
+    let (id, group, hash, max_uses, uses, expires, created) = row;
+    Ok(EnrollmentRecord {
+        id,
+        group: group.parse().map_err(|_| corrupt("group path"))?,
+        hash,
+        max_uses: u32::try_from(max_uses).map_err(|_| corrupt("enrollment max_uses"))?,
+        uses: u32::try_from(uses).map_err(|_| corrupt("enrollment uses"))?,
+        expires_at: ts(expires)?,
+        created_at: ts(created)?,
+    })
+}
+
+fn find_enrollment(conn: &Connection, id: &str) -> Result<Option<EnrollmentRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id], enrollment_row).optional())
+    .map_err(db_err)?
+    .map(to_enrollment)
+    .transpose()
 }
 
 fn find(conn: &Connection, prefix: &str) -> Result<Option<AccessKeyRecord>> {
@@ -224,5 +256,98 @@ impl CredentialStore for SqliteStore {
         token_hash: &'a str,
     ) -> BoxFuture<'a, Result<Option<RefreshRecord>>> {
         Box::pin(self.cred_get_refresh(token_hash.to_owned()))
+    }
+
+    fn put_enrollment<'a>(&'a self, enrollment: EnrollmentRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            validate::token(&enrollment.id, validate::MAX_HASH, "the enrollment id")?;
+            validate::token(&enrollment.hash, validate::MAX_HASH, "the enrollment hash")?;
+            self.write(move |conn| {
+                if find_enrollment(conn, &enrollment.id)?.is_some() {
+                    return Err(Error::conflict("an enrollment with this id exists"));
+                }
+                conn.prepare_cached(&format!(
+                    "INSERT INTO enrollments ({ENROLLMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        enrollment.id,
+                        enrollment.group.as_str(),
+                        enrollment.hash,
+                        i64::from(enrollment.max_uses),
+                        i64::from(enrollment.uses),
+                        enrollment.expires_at.as_millis(),
+                        enrollment.created_at.as_millis(),
+                    ])
+                })
+                .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn get_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        let id = id.to_owned();
+        Box::pin(self.read(move |conn| find_enrollment(conn, &id)))
+    }
+
+    fn list_enrollments<'a>(
+        &'a self,
+        root: &'a GroupPath,
+    ) -> BoxFuture<'a, Result<Vec<EnrollmentRecord>>> {
+        let root = root.clone();
+        Box::pin(self.read(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {ENROLLMENT_COLS} FROM enrollments WHERE {} ORDER BY id",
+                    in_subtree("group_path", 1)
+                ))
+                .and_then(|mut s| {
+                    s.query_map([root.as_str()], enrollment_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            rows.into_iter().map(to_enrollment).collect()
+        }))
+    }
+
+    fn delete_enrollment<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let id = id.to_owned();
+        Box::pin(self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM enrollments WHERE id = ?1")
+                .and_then(|mut s| s.execute([id]))
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::not_found("no such enrollment"));
+            }
+            Ok(())
+        }))
+    }
+
+    fn use_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<EnrollmentRecord>>> {
+        let id = id.to_owned();
+        // One writer: the check and the increment cannot interleave with another use.
+        Box::pin(self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE enrollments SET uses = uses + 1 \
+                     WHERE id = ?1 AND uses < max_uses AND expires_at > ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, now.as_millis()]))
+                .map_err(db_err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            find_enrollment(conn, &id)
+        }))
     }
 }

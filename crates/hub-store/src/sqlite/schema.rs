@@ -241,6 +241,18 @@ CREATE TABLE bulk_targets (
     PRIMARY KEY (bulk, device)
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE TABLE enrollments (
+    id         TEXT PRIMARY KEY,
+    group_path TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    max_uses   INTEGER NOT NULL,
+    uses       INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX enrollments_by_group ON enrollments (group_path);
+"#,
 ];
 
 /// The schema version this code writes.
