@@ -1,4 +1,4 @@
-//! [`AuthLayer`]: the tower layer that turns `Authorization: Bearer <x>` into a [`Principal`] in
+//! [`AuthLayer`]: the tower layer that turns `Authorization: Bearer <x>` into a [`Principal`](hub_core::Principal) in
 //! the request's extensions.
 //!
 //! - `x` starting with `hk_` is a device access key (`Credentials::AccessKey { device: None }`),

@@ -38,6 +38,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -425,7 +427,14 @@ pub struct Validated {
 /// Revoked token ids, remembered until the tokens would have expired anyway. Shared between the
 /// revocation endpoint and the validators.
 #[derive(Debug, Clone, Default)]
-pub struct Revocations(Arc<Mutex<HashMap<String, Timestamp>>>);
+pub struct Revocations(Arc<RevocationList>);
+
+#[derive(Debug, Default)]
+struct RevocationList {
+    map: Mutex<HashMap<String, Timestamp>>,
+    /// How many ids are held: the cached path skips the lock while none are.
+    len: AtomicUsize,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -434,17 +443,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Revocations {
     /// Revokes the token `jti` until `until` (its expiry).
     pub fn revoke(&self, jti: &str, until: Timestamp, now: Timestamp) {
-        let mut map = lock(&self.0);
+        let mut map = lock(&self.0.map);
         if map.len() >= 1024 {
             map.retain(|_, t| now < *t);
         }
         map.insert(jti.to_owned(), until);
+        self.0.len.store(map.len(), Ordering::Release);
     }
 
     /// Whether `jti` is revoked.
     pub fn is_revoked(&self, jti: &str) -> bool {
-        let map = lock(&self.0);
-        !map.is_empty() && map.contains_key(jti)
+        self.0.len.load(Ordering::Acquire) > 0 && lock(&self.0.map).contains_key(jti)
     }
 }
 
@@ -512,6 +521,24 @@ impl External {
 
 const SHARDS: usize = 16;
 
+/// Cache keys are SHA-256 digests already: their bytes are the hash, no need to hash again.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+    }
+}
+
+type Shard = Mutex<HashMap<[u8; 32], Arc<Validated>, BuildHasherDefault<DigestHasher>>>;
+
 /// Validates bearer JWTs and remembers valid ones (keyed by the SHA-256 of the token) until they
 /// expire or are revoked.
 pub struct TokenValidator {
@@ -520,7 +547,7 @@ pub struct TokenValidator {
     local: Option<(String, SharedKeys)>,
     external: Vec<External>,
     revocations: Revocations,
-    cache: Vec<Mutex<HashMap<[u8; 32], Arc<Validated>>>>,
+    cache: Vec<Shard>,
 }
 
 impl fmt::Debug for TokenValidator {
@@ -550,7 +577,9 @@ impl TokenValidator {
             local: None,
             external: Vec::new(),
             revocations: Revocations::default(),
-            cache: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            cache: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         }
     }
 
@@ -594,7 +623,7 @@ impl TokenValidator {
         &self.config
     }
 
-    fn shard(&self, digest: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], Arc<Validated>>> {
+    fn shard(&self, digest: &[u8; 32]) -> &Shard {
         &self.cache[digest[0] as usize % SHARDS]
     }
 
