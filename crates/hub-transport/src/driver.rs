@@ -112,6 +112,8 @@ where
         conn.process_actions().await;
         if !conn.out.is_empty() {
             let written = tokio::select! {
+                // Biased: a write that can complete does, even after a kick (the DISCONNECT).
+                biased;
                 r = wr.write_all(&conn.out) => r.is_ok(),
                 // A client that never reads blocks this write: a kick (its queue overflowed, or
                 // the sweep found it silent) ends the connection instead.
@@ -123,7 +125,11 @@ where
             }
             if !written {
                 if conn.close.is_none() {
-                    conn.session.connection_lost(None);
+                    if handle.kick.is_cancelled() {
+                        conn.kicked();
+                    } else {
+                        conn.session.connection_lost(None);
+                    }
                     conn.process_actions().await;
                 }
                 break;
@@ -139,22 +145,7 @@ where
         );
         tokio::select! {
             biased;
-            _ = handle.kick.cancelled() => {
-                let code = handle.kick_reason.load(Ordering::Relaxed);
-                let now = conn.inner.clock.now();
-                match code {
-                    SWEEP_EXPIRED => {
-                        conn.session.handle_timeout(now);
-                        if !conn.session.is_closed() {
-                            // Raced with traffic: the deadline moved. Close anyway, since the
-                            // kick token cannot be re-armed; the client reconnects.
-                            conn.session.server_close(reason::KEEP_ALIVE_TIMEOUT, DisconnectReason::KeepAliveTimeout, true);
-                        }
-                    }
-                    reason::SESSION_TAKEN_OVER => conn.session.server_close(code, DisconnectReason::SessionTakenOver, false),
-                    _ => conn.session.server_close(code, DisconnectReason::ServerClosed, true),
-                }
-            }
+            _ = handle.kick.cancelled() => conn.kicked(),
             r = rd.read_buf(&mut buf) => {
                 match r {
                     Ok(0) | Err(_) => conn.session.connection_lost(None),
@@ -174,6 +165,34 @@ where
 }
 
 impl Conn {
+    /// The connection was kicked: by the sweep (deadline passed), a takeover, the slow-consumer
+    /// policy or the shutdown drain.
+    fn kicked(&mut self) {
+        let code = self.handle.kick_reason.load(Ordering::Relaxed);
+        let now = self.inner.clock.now();
+        match code {
+            SWEEP_EXPIRED => {
+                self.session.handle_timeout(now);
+                if !self.session.is_closed() {
+                    // Raced with traffic: the deadline moved. Close anyway, since the kick token
+                    // cannot be re-armed; the client reconnects.
+                    self.session.server_close(
+                        reason::KEEP_ALIVE_TIMEOUT,
+                        DisconnectReason::KeepAliveTimeout,
+                        true,
+                    );
+                }
+            }
+            reason::SESSION_TAKEN_OVER => {
+                self.session
+                    .server_close(code, DisconnectReason::SessionTakenOver, false)
+            }
+            _ => self
+                .session
+                .server_close(code, DisconnectReason::ServerClosed, true),
+        }
+    }
+
     fn decode(&mut self, buf: &mut BytesMut) {
         loop {
             if self.session.is_closed() {
