@@ -640,7 +640,8 @@ impl Broker {
             reached += 1;
             match &entry.conn {
                 Some(c) => {
-                    if c.tx.try_send(ToConn::Deliver(m)).is_err() {
+                    let full = c.tx.try_send(ToConn::Deliver(m)).is_err();
+                    if full {
                         // Slow consumer: its channel is full. Close it; others are unaffected.
                         c.kick(reason::QUOTA_EXCEEDED);
                     }
@@ -663,12 +664,15 @@ fn TransportConfig_ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// A device's group (`None`: unknown device) and when it was looked up.
+type CachedGroup = (Option<GroupPath>, Timestamp);
+
 /// Device groups for access control, looked up in the registry and cached for a while.
 #[derive(Debug)]
 pub(crate) struct GroupCache {
     registry: Arc<dyn RegistryStore>,
     ttl: Duration,
-    map: Mutex<HashMap<(TenantId, DeviceId), (Option<GroupPath>, Timestamp)>>,
+    map: Mutex<HashMap<(TenantId, DeviceId), CachedGroup>>,
 }
 
 const GROUP_CACHE_MAX: usize = 100_000;

@@ -95,9 +95,12 @@ enum State {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    AwaitPubAck,
-    AwaitPubRec,
-    AwaitPubComp,
+    /// Waiting for PUBACK.
+    Ack,
+    /// Waiting for PUBREC.
+    Rec,
+    /// Waiting for PUBCOMP.
+    Comp,
 }
 
 /// The limits a session applies, taken from [`TransportConfig`].
@@ -280,19 +283,19 @@ impl Session {
             }
             (State::Connected, Packet::Publish(p)) => self.on_publish(p),
             (State::Connected, Packet::PubAck(a)) => {
-                self.settle(a.packet_id, Stage::AwaitPubAck);
+                self.settle(a.packet_id, Stage::Ack);
             }
             (State::Connected, Packet::PubRec(a)) => {
                 let pos = self
                     .inflight
                     .iter()
-                    .position(|(id, _, s)| *id == a.packet_id && *s == Stage::AwaitPubRec);
+                    .position(|(id, _, s)| *id == a.packet_id && *s == Stage::Rec);
                 if let Some(pos) = pos {
                     if a.reason >= 0x80 {
                         self.inflight.remove(pos);
                         self.pump();
                     } else {
-                        self.inflight[pos].2 = Stage::AwaitPubComp;
+                        self.inflight[pos].2 = Stage::Comp;
                         self.send(Packet::PubRel(Ack::new(a.packet_id)));
                     }
                 } else if self.inflight.iter().any(|(id, _, _)| *id == a.packet_id) {
@@ -301,7 +304,7 @@ impl Session {
                 }
             }
             (State::Connected, Packet::PubComp(a)) => {
-                self.settle(a.packet_id, Stage::AwaitPubComp);
+                self.settle(a.packet_id, Stage::Comp);
             }
             (State::Connected, Packet::PubRel(a)) => {
                 let known = self.incoming_qos2.iter().position(|id| *id == a.packet_id);
@@ -563,7 +566,7 @@ impl Session {
         let mut v: Vec<Message> = self
             .inflight
             .drain(..)
-            .filter(|(_, _, s)| *s != Stage::AwaitPubComp)
+            .filter(|(_, _, s)| *s != Stage::Comp)
             .map(|(_, m, _)| m)
             .collect();
         v.extend(self.queue.drain(..));
@@ -582,9 +585,9 @@ impl Session {
         }
         let id = self.alloc_id();
         let stage = if message.qos == QoS::AtLeastOnce {
-            Stage::AwaitPubAck
+            Stage::Ack
         } else {
-            Stage::AwaitPubRec
+            Stage::Rec
         };
         self.inflight.push_back((id, message.clone(), stage));
         self.send_publish(message, Some(id));
