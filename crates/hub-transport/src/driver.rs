@@ -232,7 +232,9 @@ impl Conn {
                 return;
             }
             for action in actions {
-                self.act(action).await;
+                // Boxed: the seams' futures (authentication, jobs, measurements) are large and
+                // rare; boxing keeps them out of every idle connection's future.
+                Box::pin(self.act(action)).await;
             }
         }
     }
@@ -523,5 +525,78 @@ mod tests {
             Some("fw")
         );
         assert!(parse_lane(b"nonsense").is_err());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use std::sync::Arc;
+
+    use hub_core::{
+        Authenticator, BoxFuture, Credentials, DeviceJob, DeviceJobs, DeviceReport, Error, JobId,
+        Principal,
+    };
+    use hub_store::StoreLimits;
+    use hub_store::memory::MemoryStore;
+
+    #[derive(Debug)]
+    struct Nobody;
+
+    impl Authenticator for Nobody {
+        fn authenticate<'a>(
+            &'a self,
+            _: &'a Credentials,
+        ) -> BoxFuture<'a, Result<Principal, Error>> {
+            Box::pin(async { Err(Error::unauthenticated("nobody")) })
+        }
+    }
+
+    impl DeviceJobs for Nobody {
+        fn next_job<'a>(
+            &'a self,
+            _: &'a Principal,
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Option<DeviceJob>, Error>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn report<'a>(
+            &'a self,
+            _: &'a Principal,
+            _: &'a JobId,
+            _: u32,
+            _: DeviceReport,
+        ) -> BoxFuture<'a, Result<DeviceJob, Error>> {
+            Box::pin(async { Err(Error::not_found("none")) })
+        }
+    }
+
+    /// The per-connection future (state machine, codec, driver state, the stream) stays small:
+    /// it is what every idle device costs besides rustls's buffers and the kernel's. The figure
+    /// is printed so that `cargo test connection_future_size -- --nocapture` shows it.
+    #[test]
+    fn connection_future_size() {
+        let stores = MemoryStore::new(StoreLimits::default()).into_stores();
+        let transport = crate::Transport::builder(
+            Arc::new(Nobody),
+            Arc::new(Nobody),
+            stores.measurements,
+            stores.registry,
+        )
+        .build();
+        let (stream, _peer) = tokio::io::duplex(64);
+        let stream_size = std::mem::size_of_val(&stream);
+        let fut = super::run_connection(transport.inner.clone(), stream, "test");
+        let future_size = std::mem::size_of_val(&fut);
+        let tls_stream =
+            std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>();
+        let total = future_size - stream_size + tls_stream;
+        println!(
+            "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
+             over TLS/TCP: about {total} bytes inline (TlsStream itself: {tls_stream} bytes)"
+        );
+        assert!(
+            future_size - stream_size < 1536,
+            "the connection future grew to {future_size} bytes"
+        );
     }
 }
