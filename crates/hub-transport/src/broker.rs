@@ -298,10 +298,18 @@ impl Broker {
         &self,
         key: &Arc<SessionKey>,
         conn_id: u64,
-        undelivered: Vec<Message>,
+        mut undelivered: Vec<Message>,
+        rx: &mut mpsc::Receiver<ToConn>,
         now: Timestamp,
     ) {
         let mut s = self.lock();
+        // Deliveries happen under this lock, so draining the channel here loses nothing that
+        // was routed to the closing connection.
+        while let Ok(ToConn::Deliver(m)) = rx.try_recv() {
+            if m.qos > QoS::AtMostOnce {
+                undelivered.push(m);
+            }
+        }
         let Some(entry) = s.sessions.get_mut(key) else {
             return;
         };

@@ -161,7 +161,7 @@ where
             }
         }
     }
-    conn.finish().await;
+    conn.finish(&mut rx).await;
 }
 
 impl Conn {
@@ -457,7 +457,7 @@ impl Conn {
         code
     }
 
-    async fn finish(mut self) {
+    async fn finish(mut self, rx: &mut mpsc::Receiver<ToConn>) {
         let now = self.inner.clock.now();
         // Wills and final actions were processed in the loop; what is left is bookkeeping.
         let why = self.close.unwrap_or(DisconnectReason::ConnectionLost);
@@ -465,7 +465,7 @@ impl Conn {
             let undelivered = self.session.take_undelivered();
             self.inner
                 .broker
-                .unregister(key, self.handle.id, undelivered, now);
+                .unregister(key, self.handle.id, undelivered, rx, now);
         }
         if let Some(Principal::Device(d)) = self.principal.as_deref() {
             self.inner.presence.disconnected(&d.group, &d.id, why, now);
