@@ -140,3 +140,18 @@ pub(crate) async fn serve(
     .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_accept_bucket_allows_a_burst_then_paces() {
+        let mut b = Bucket::new(1, 2);
+        assert_eq!(b.take(), None);
+        assert_eq!(b.take(), None);
+        // At one connection a second, the third waits most of a second.
+        let wait = b.take().expect("the burst is spent");
+        assert!(wait > Duration::from_millis(500));
+    }
+}

@@ -61,6 +61,19 @@ impl Client {
         pass: &str,
         recv_buffer: Option<u32>,
     ) -> Client {
+        let id = format!("{user}-{}", rand_id());
+        Self::connect_as(hub, protocol, user, pass, recv_buffer, &id, 60).await
+    }
+
+    async fn connect_as(
+        hub: &Hub,
+        protocol: Protocol,
+        user: &str,
+        pass: &str,
+        recv_buffer: Option<u32>,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Client {
         let mut c = Client {
             io: tls(hub, recv_buffer).await,
             codec: Codec::new(protocol, 1 << 20),
@@ -69,8 +82,8 @@ impl Client {
         c.send(Packet::Connect(Box::new(Connect {
             protocol,
             clean_start: true,
-            keep_alive: 60,
-            client_id: format!("{user}-{}", rand_id()),
+            keep_alive,
+            client_id: client_id.to_owned(),
             will: None,
             username: Some(user.into()),
             password: Some(pass.as_bytes().to_vec().into()),
@@ -344,4 +357,85 @@ async fn tls12_is_refused_unless_configured() {
             .await;
         assert_eq!(r.is_ok(), ok);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_disconnected_by_the_shared_sweep() {
+    let config = TransportConfig {
+        sweep_interval_ms: 50,
+        ..TransportConfig::default()
+    };
+    let hub = Hub::start(config).await;
+    // Keep-alive 1 s: silent for 1.5 s, the sweep closes it with "keep alive timeout".
+    let mut c = Client::connect_as(
+        &hub,
+        Protocol::V5,
+        "pump-7",
+        "hk_pump7_secret",
+        None,
+        "ka",
+        1,
+    )
+    .await;
+    assert!(
+        matches!(c.recv().await, Some(Packet::Disconnect(d)) if d.reason == reason::KEEP_ALIVE_TIMEOUT)
+    );
+    assert_eq!(c.recv().await, None);
+    wait_for_event(&hub, |k| {
+        matches!(
+            k,
+            EventKind::DeviceDisconnected {
+                reason: DisconnectReason::KeepAliveTimeout,
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_with_the_same_client_id_takes_the_session_over() {
+    let hub = Hub::start(TransportConfig::default()).await;
+    let mut first = Client::connect_as(
+        &hub,
+        Protocol::V5,
+        "pump-7",
+        "hk_pump7_secret",
+        None,
+        "same",
+        60,
+    )
+    .await;
+    let mut second = Client::connect_as(
+        &hub,
+        Protocol::V5,
+        "pump-7",
+        "hk_pump7_secret",
+        None,
+        "same",
+        60,
+    )
+    .await;
+    assert!(
+        matches!(first.recv().await, Some(Packet::Disconnect(d)) if d.reason == reason::SESSION_TAKEN_OVER)
+    );
+    assert_eq!(first.recv().await, None);
+    second.send(Packet::PingReq).await;
+    assert_eq!(second.recv().await, Some(Packet::PingResp));
+    // Another device choosing the same client id gets its own session: no takeover across
+    // principals.
+    let mut other = Client::connect_as(
+        &hub,
+        Protocol::V5,
+        "pump-8",
+        "hk_pump8_secret",
+        None,
+        "same",
+        60,
+    )
+    .await;
+    second.send(Packet::PingReq).await;
+    assert_eq!(second.recv().await, Some(Packet::PingResp));
+    other.send(Packet::PingReq).await;
+    assert_eq!(other.recv().await, Some(Packet::PingResp));
 }
