@@ -73,6 +73,9 @@ pub mod config;
 pub mod session;
 pub mod tls;
 
+#[cfg(feature = "http")]
+pub mod ws;
+
 mod broker;
 mod driver;
 mod listener;
@@ -219,6 +222,48 @@ impl Transport {
         listener::serve(self.inner.clone(), listener, tls, shutdown).await
     }
 
+    /// MQTT over WebSocket (feature `http`): a router with `GET /mqtt` (subprotocol `mqtt`) for
+    /// the application to merge into its HTTPS server. Its sessions share this transport's
+    /// broker, limits, presence and drain.
+    #[cfg(feature = "http")]
+    pub fn router(&self) -> axum::Router {
+        ws::router(self.inner.clone())
+    }
+
+    /// The OpenAPI description of exactly the routes [`Transport::router`] mounts.
+    #[cfg(feature = "http")]
+    pub fn openapi() -> utoipa::openapi::OpenApi {
+        ws::openapi()
+    }
+
+    /// Serves [`Transport::router`] over TLS on its own listener (feature `http`), with the same
+    /// accept-rate limit, connection cap, socket profile, handshake timeout and drain as
+    /// [`Transport::serve`]. Use it when WebSocket devices get their own port; otherwise merge
+    /// the router into the application's server.
+    #[cfg(feature = "http")]
+    pub async fn serve_websocket(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        listener::serve_with(
+            self.inner.clone(),
+            listener,
+            tls,
+            shutdown,
+            move |inner, tls| {
+                let router = router.clone();
+                async move {
+                    let _ = inner;
+                    ws_serve_connection(router, tls).await;
+                }
+            },
+        )
+        .await
+    }
+
     /// This transport as the job service's notifier.
     pub fn notifier(&self) -> Arc<dyn JobNotifier> {
         Arc::new(self.clone())
@@ -259,4 +304,16 @@ impl JobNotifier for Transport {
             NotifyOutcome::NotConnected
         }
     }
+}
+
+#[cfg(feature = "http")]
+async fn ws_serve_connection(
+    router: axum::Router,
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .with_upgrades()
+        .await;
 }
