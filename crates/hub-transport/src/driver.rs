@@ -590,7 +590,7 @@ mod size {
         let tls_stream =
             std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>();
         let total = future_size - stream_size + tls_stream;
-        println!(
+        eprintln!(
             "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
              over TLS/TCP: about {total} bytes inline (TlsStream itself: {tls_stream} bytes)"
         );

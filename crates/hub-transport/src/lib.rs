@@ -9,16 +9,16 @@
 //!   ways, flow control, will, slow-consumer policy).
 //! - the broker (internal): subscriptions with `+` and `#`, retained messages, persistent
 //!   sessions (in memory), topic access control per tenant, and the hub's own topics mapped onto
-//!   [`DeviceJobs`](hub_core::DeviceJobs) and [`MeasurementStore`](hub_store::MeasurementStore).
+//!   [`DeviceJobs`] and [`MeasurementStore`].
 //! - presence: connect, disconnect and last-seen [`Event`](hub_core::Event)s; [`Transport`]
-//!   implements [`PresenceQuery`](hub_core::PresenceQuery) and
-//!   [`JobNotifier`](hub_core::JobNotifier).
+//!   implements [`PresenceQuery`] and
+//!   [`JobNotifier`].
 //! - the listener: rustls (aws-lc-rs, TLS 1.3, 1.2 by configuration) on tokio with a socket
 //!   tuning profile, a TLS handshake timeout, accept-rate limiting, a connection cap, one shared
 //!   keep-alive sweep, and a graceful drain on shutdown.
 //!
-//! It does not check credentials (it calls [`Authenticator`](hub_core::Authenticator)), decide
-//! job semantics (it calls [`DeviceJobs`](hub_core::DeviceJobs)), nor store anything itself.
+//! It does not check credentials (it calls [`Authenticator`]), decide
+//! job semantics (it calls [`DeviceJobs`]), nor store anything itself.
 //!
 //! ## Topics
 //!

@@ -46,7 +46,8 @@ async fn bridge(inner: Arc<Inner>, socket: WebSocket) {
         while let Some(Ok(msg)) = ws_rx.next().await {
             match msg {
                 WsMessage::Binary(b) => {
-                    if to_hub.write_all(&b).await.is_err() {
+                    let written = to_hub.write_all(&b).await;
+                    if written.is_err() {
                         break;
                     }
                 }
