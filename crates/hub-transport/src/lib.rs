@@ -264,6 +264,35 @@ impl Transport {
         .await
     }
 
+    /// Runs the shared keep-alive sweep and the expiry of stored sessions until `shutdown` is
+    /// cancelled. [`serve`](Transport::serve) and `serve_websocket` run it themselves; call it
+    /// when the only entry point is the WebSocket [`router`](Transport::router) merged into the
+    /// application's own server.
+    pub async fn maintain(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let every = config::TransportConfig::ms(self.inner.config.sweep_interval_ms.max(10));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let now = self.inner.clock.now();
+                    self.inner.sweep.run(now);
+                    self.inner.broker.expire(now);
+                }
+            }
+        }
+    }
+
+    /// Tells every open session the server is shutting down (MQTT 5: DISCONNECT 0x8B) and closes
+    /// it. `serve` does this itself when its shutdown token is cancelled; call it to drain
+    /// sessions that came through the merged WebSocket router.
+    pub fn disconnect_all(&self) {
+        self.inner
+            .sweep
+            .kick_all(codec::reason::SERVER_SHUTTING_DOWN);
+    }
+
     /// This transport as the job service's notifier.
     pub fn notifier(&self) -> Arc<dyn JobNotifier> {
         Arc::new(self.clone())
