@@ -346,3 +346,75 @@ async fn ws_serve_connection(
         .with_upgrades()
         .await;
 }
+
+/// A [`DeviceJobs`] bound after the transport is built, for the one cycle in the wiring: the job
+/// service needs the transport's [`notifier`](Transport::notifier) and
+/// [`presence_query`](Transport::presence_query) to be built, and the transport needs the job
+/// service's [`DeviceJobs`]. Until [`set`](DeviceJobsSlot::set) is called, devices asking for jobs
+/// are answered "unavailable".
+///
+/// ```no_run
+/// # fn wire(
+/// #     auth: std::sync::Arc<dyn hub_core::Authenticator>,
+/// #     stores: hub_store::Stores,
+/// #     make_job_service: impl FnOnce(
+/// #         std::sync::Arc<dyn hub_core::JobNotifier>,
+/// #         std::sync::Arc<dyn hub_core::PresenceQuery>,
+/// #     ) -> std::sync::Arc<dyn hub_core::DeviceJobs>,
+/// # ) {
+/// use std::sync::Arc;
+/// use hub_transport::{DeviceJobsSlot, Transport};
+///
+/// let slot = Arc::new(DeviceJobsSlot::new());
+/// let transport =
+///     Transport::builder(auth, slot.clone(), stores.measurements, stores.registry).build();
+/// let jobs = make_job_service(transport.notifier(), transport.presence_query());
+/// slot.set(jobs);
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct DeviceJobsSlot(std::sync::OnceLock<Arc<dyn DeviceJobs>>);
+
+impl DeviceJobsSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds the job service; later calls are ignored (the first binding stays).
+    pub fn set(&self, jobs: Arc<dyn DeviceJobs>) {
+        let _ = self.0.set(jobs);
+    }
+
+    fn get(&self) -> Result<&Arc<dyn DeviceJobs>, hub_core::Error> {
+        self.0
+            .get()
+            .ok_or_else(|| hub_core::Error::unavailable("the job service is not ready yet"))
+    }
+}
+
+impl DeviceJobs for DeviceJobsSlot {
+    fn next_job<'a>(
+        &'a self,
+        device: &'a hub_core::Principal,
+        lane: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<hub_core::DeviceJob>, hub_core::Error>> {
+        match self.get() {
+            Ok(jobs) => jobs.next_job(device, lane),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn report<'a>(
+        &'a self,
+        device: &'a hub_core::Principal,
+        job: &'a hub_core::JobId,
+        execution: u32,
+        report: hub_core::DeviceReport,
+    ) -> BoxFuture<'a, Result<hub_core::DeviceJob, hub_core::Error>> {
+        match self.get() {
+            Ok(jobs) => jobs.report(device, job, execution, report),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
