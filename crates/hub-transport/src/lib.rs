@@ -16,6 +16,8 @@
 //! - the listener: rustls (aws-lc-rs, TLS 1.3, 1.2 by configuration) on tokio with a socket
 //!   tuning profile, a TLS handshake timeout, accept-rate limiting, a connection cap, one shared
 //!   keep-alive sweep, and a graceful drain on shutdown.
+//! - `ws` (feature `http`): MQTT over WebSocket/TLS, `GET /mqtt` with subprotocol `mqtt`.
+//! - `https` (feature `http`): the TLS listener the Web API is served on.
 //!
 //! It does not check credentials (it calls [`Authenticator`]), decide
 //! job semantics (it calls [`DeviceJobs`]), nor store anything itself.
@@ -73,6 +75,8 @@ pub mod config;
 pub mod session;
 pub mod tls;
 
+#[cfg(feature = "http")]
+pub mod https;
 #[cfg(feature = "http")]
 pub mod ws;
 
