@@ -1,0 +1,810 @@
+//! Routing: subscriptions with `+` and `#`, retained messages, persistent sessions and topic
+//! access control, partitioned by tenant so that tenants never see each other's topics.
+//!
+//! The routing table lives behind one `std::sync::Mutex` that is never held across an await;
+//! deliveries are `try_send`s into each connection's bounded channel, so a slow client never
+//! stalls a publisher: its channel fills up and it is disconnected.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hub_core::{
+    Action as PolicyAction, DeviceId, GroupPath, Principal, Resource, TenantId, Timestamp,
+    authorize,
+};
+use hub_store::RegistryStore;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{QoS, SubOptions, reason};
+use crate::session::Message;
+
+/// Identifies a session: tenant, principal and client id. Two principals never share a session,
+/// so a device cannot take over another device's session by choosing its client id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SessionKey {
+    pub(crate) tenant: TenantId,
+    pub(crate) principal: String,
+    pub(crate) client_id: String,
+}
+
+/// What a connection's driver receives from the broker.
+#[derive(Debug)]
+pub(crate) enum ToConn {
+    Deliver(Message),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConnHandle {
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<ToConn>,
+    /// Cancelled to close the connection (slow consumer, takeover, shutdown).
+    pub(crate) kick: CancellationToken,
+    /// Why it was kicked (an MQTT 5 reason code), set before `kick` is cancelled.
+    pub(crate) kick_reason: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl ConnHandle {
+    pub(crate) fn kick(&self, code: u8) {
+        self.kick_reason
+            .store(code, std::sync::atomic::Ordering::Relaxed);
+        self.kick.cancel();
+    }
+}
+
+#[derive(Debug)]
+struct SessionEntry {
+    principal: Arc<Principal>,
+    conn: Option<ConnHandle>,
+    subscriptions: HashMap<String, SubOptions>,
+    offline: VecDeque<Message>,
+    /// Seconds the session outlives its connection (0: removed at once).
+    expiry: u32,
+    disconnected_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+struct Sub {
+    key: Arc<SessionKey>,
+    opts: SubOptions,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    plus: Option<Box<Node>>,
+    hash: Vec<Sub>,
+    here: Vec<Sub>,
+}
+
+impl Node {
+    fn insert(&mut self, filter: &str, sub: Sub) {
+        let mut node = self;
+        for level in filter.split('/') {
+            match level {
+                "#" => {
+                    node.hash.retain(|s| s.key != sub.key);
+                    node.hash.push(sub);
+                    return;
+                }
+                "+" => node = node.plus.get_or_insert_with(Default::default),
+                l => node = node.children.entry(l.into()).or_default(),
+            }
+        }
+        node.here.retain(|s| s.key != sub.key);
+        node.here.push(sub);
+    }
+
+    fn remove(&mut self, filter: &str, key: &SessionKey) {
+        fn go<'a>(node: &mut Node, mut levels: impl Iterator<Item = &'a str>, key: &SessionKey) {
+            match levels.next() {
+                None => node.here.retain(|s| *s.key != *key),
+                Some("#") => node.hash.retain(|s| *s.key != *key),
+                Some("+") => {
+                    if let Some(p) = node.plus.as_deref_mut() {
+                        go(p, levels, key);
+                        if p.is_empty() {
+                            node.plus = None;
+                        }
+                    }
+                }
+                Some(l) => {
+                    if let Some(c) = node.children.get_mut(l) {
+                        go(c, levels, key);
+                        if c.is_empty() {
+                            node.children.remove(l);
+                        }
+                    }
+                }
+            }
+        }
+        go(self, filter.split('/'), key);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_empty()
+            && self.here.is_empty()
+    }
+
+    fn matches<'n>(&'n self, levels: &[&str], out: &mut Vec<&'n Sub>) {
+        out.extend(self.hash.iter());
+        let Some((first, rest)) = levels.split_first() else {
+            out.extend(self.here.iter());
+            return;
+        };
+        if let Some(c) = self.children.get(*first) {
+            c.matches(rest, out);
+        }
+        if let Some(p) = &self.plus {
+            p.matches(rest, out);
+        }
+    }
+}
+
+/// Whether `topic` matches `filter`.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TenantState {
+    subs: Node,
+    retained: HashMap<String, Message>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: HashMap<TenantId, TenantState>,
+    sessions: HashMap<Arc<SessionKey>, SessionEntry>,
+    next_conn: u64,
+}
+
+/// The device a topic or filter addresses: the second level of `devices/{id}/...` (at least three
+/// levels). Wildcards in the second level yield `Err(())`-like `None` devices.
+pub(crate) fn topic_device(topic: &str) -> Option<&str> {
+    let mut levels = topic.splitn(3, '/');
+    match (levels.next(), levels.next(), levels.next()) {
+        (Some("devices"), Some(id), Some(rest)) if !id.is_empty() && !rest.is_empty() => Some(id),
+        _ => None,
+    }
+}
+
+/// Topics the hub answers on, which nobody else may publish to.
+fn hub_answer_topic(rest: &str) -> bool {
+    rest == "jobs/notify"
+        || (rest.starts_with("jobs/")
+            && (rest.ends_with("/accepted") || rest.ends_with("/rejected")))
+        || rest == "measurements/rejected"
+}
+
+/// Topics the hub consumes (device to hub).
+pub(crate) fn hub_request_topic(rest: &str) -> bool {
+    rest == "measurements"
+        || rest == "jobs/start-next"
+        || (rest.starts_with("jobs/") && rest.ends_with("/update") && rest.split('/').count() == 3)
+}
+
+/// The broker shared by every connection of a [`Transport`](crate::Transport).
+#[derive(Debug)]
+pub(crate) struct Broker {
+    state: Mutex<State>,
+    groups: GroupCache,
+    max_offline: usize,
+    max_subscriptions: usize,
+    max_retained: usize,
+}
+
+/// A registration result.
+pub(crate) struct Registered {
+    pub(crate) key: Arc<SessionKey>,
+    pub(crate) session_present: bool,
+    pub(crate) backlog: Vec<Message>,
+}
+
+impl Broker {
+    pub(crate) fn new(registry: Arc<dyn RegistryStore>, config: &crate::TransportConfig) -> Self {
+        Self {
+            state: Mutex::default(),
+            groups: GroupCache::new(registry, TransportConfig_ms(config.group_cache_ttl_ms)),
+            max_offline: config.max_offline_messages,
+            max_subscriptions: config.max_subscriptions,
+            max_retained: config.max_retained_per_tenant,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing every later connection would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        let mut s = self.lock();
+        s.next_conn += 1;
+        s.next_conn
+    }
+
+    /// Registers a connection for a session; an existing connection of the same session is
+    /// kicked (session taken over). A clean start discards a stored session.
+    pub(crate) fn register(
+        &self,
+        key: SessionKey,
+        principal: Arc<Principal>,
+        conn: ConnHandle,
+        clean_start: bool,
+        expiry: u32,
+    ) -> Registered {
+        let mut s = self.lock();
+        let key = Arc::new(key);
+        if clean_start && let Some(old) = s.sessions.remove(&key) {
+            if let Some(c) = &old.conn {
+                c.kick(reason::SESSION_TAKEN_OVER);
+            }
+            let tenant = s.tenants.entry(key.tenant.clone()).or_default();
+            for f in old.subscriptions.keys() {
+                tenant.subs.remove(f, &key);
+            }
+        }
+        let (key, entry) = match s.sessions.get_key_value(&key) {
+            Some((k, _)) => (k.clone(), s.sessions.get_mut(&key).expect("present")),
+            None => {
+                s.sessions.insert(
+                    key.clone(),
+                    SessionEntry {
+                        principal: principal.clone(),
+                        conn: None,
+                        subscriptions: HashMap::new(),
+                        offline: VecDeque::new(),
+                        expiry,
+                        disconnected_at: None,
+                    },
+                );
+                let k = key.clone();
+                (k, s.sessions.get_mut(&key).expect("inserted"))
+            }
+        };
+        let session_present =
+            !clean_start && (entry.disconnected_at.is_some() || entry.conn.is_some());
+        if let Some(old) = entry.conn.replace(conn) {
+            old.kick(reason::SESSION_TAKEN_OVER);
+        }
+        entry.principal = principal;
+        entry.expiry = expiry;
+        entry.disconnected_at = None;
+        let backlog = entry.offline.drain(..).collect();
+        Registered {
+            key,
+            session_present,
+            backlog,
+        }
+    }
+
+    /// A connection ended: a persistent session keeps its subscriptions and the undelivered
+    /// messages; otherwise the session is removed.
+    pub(crate) fn unregister(
+        &self,
+        key: &Arc<SessionKey>,
+        conn_id: u64,
+        mut undelivered: Vec<Message>,
+        rx: &mut mpsc::Receiver<ToConn>,
+        now: Timestamp,
+    ) {
+        let mut s = self.lock();
+        // Deliveries happen under this lock, so draining the channel here loses nothing that
+        // was routed to the closing connection.
+        while let Ok(ToConn::Deliver(m)) = rx.try_recv() {
+            if m.qos > QoS::AtMostOnce {
+                undelivered.push(m);
+            }
+        }
+        let Some(entry) = s.sessions.get_mut(key) else {
+            return;
+        };
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+            // Taken over: the new connection owns the session now.
+            return;
+        }
+        entry.conn = None;
+        if entry.expiry > 0 {
+            entry.disconnected_at = Some(now);
+            for m in undelivered.into_iter().rev() {
+                entry.offline.push_front(m);
+            }
+            entry.offline.truncate(self.max_offline);
+            return;
+        }
+        let old = s.sessions.remove(key).expect("present");
+        let tenant = s.tenants.entry(key.tenant.clone()).or_default();
+        for f in old.subscriptions.keys() {
+            tenant.subs.remove(f, key);
+        }
+    }
+
+    /// Drops stored sessions whose expiry has passed.
+    pub(crate) fn expire(&self, now: Timestamp) {
+        let mut s = self.lock();
+        let expired: Vec<Arc<SessionKey>> = s
+            .sessions
+            .iter()
+            .filter(|(_, e)| {
+                e.disconnected_at.is_some_and(|at| {
+                    now >= at.saturating_add(Duration::from_secs(u64::from(e.expiry)))
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(old) = s.sessions.remove(&key) {
+                let tenant = s.tenants.entry(key.tenant.clone()).or_default();
+                for f in old.subscriptions.keys() {
+                    tenant.subs.remove(f, &key);
+                }
+            }
+        }
+    }
+
+    /// Checks whether `principal` may publish `topic` to other clients: `Ok(Some(device))` for
+    /// a hub request topic of the device itself, `Ok(None)` for free pub/sub.
+    pub(crate) async fn check_publish(
+        &self,
+        principal: &Principal,
+        tenant: &TenantId,
+        topic: &str,
+        now: Timestamp,
+    ) -> Result<bool, u8> {
+        let Some(device) = topic_device(topic) else {
+            return Err(reason::NOT_AUTHORIZED);
+        };
+        let rest = &topic["devices/".len() + device.len() + 1..];
+        if hub_answer_topic(rest) {
+            return Err(reason::NOT_AUTHORIZED);
+        }
+        match principal {
+            Principal::Device(d) if d.id.as_str() == device => Ok(hub_request_topic(rest)),
+            Principal::Device(_) => Err(reason::NOT_AUTHORIZED),
+            _ if hub_request_topic(rest) => Err(reason::NOT_AUTHORIZED),
+            _ => {
+                let id: DeviceId = device.parse().map_err(|_| reason::NOT_AUTHORIZED)?;
+                match self.groups.get(tenant, &id, now).await {
+                    Some(g)
+                        if authorize(
+                            principal,
+                            PolicyAction::ReadDevice,
+                            &Resource::device(g.clone(), id.clone()),
+                        )
+                        .is_ok() =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(reason::NOT_AUTHORIZED),
+                }
+            }
+        }
+    }
+
+    /// The granted QoS (or a failure reason code) for one filter.
+    pub(crate) async fn check_subscribe(
+        &self,
+        principal: &Principal,
+        tenant: &TenantId,
+        filter: &str,
+        now: Timestamp,
+    ) -> Result<(), u8> {
+        let mut levels = filter.splitn(3, '/');
+        let (first, second, rest) = (levels.next(), levels.next(), levels.next());
+        if first != Some("devices") {
+            return Err(reason::NOT_AUTHORIZED);
+        }
+        match (principal, second, rest) {
+            (Principal::Device(d), Some(id), Some(r)) if id == d.id.as_str() && !r.is_empty() => {
+                Ok(())
+            }
+            (Principal::Device(_), _, _) => Err(reason::NOT_AUTHORIZED),
+            (_, Some("#"), None) | (_, Some("+"), Some(_)) => Ok(()),
+            (_, Some(id), Some(_)) => {
+                let id: DeviceId = id.parse().map_err(|_| reason::NOT_AUTHORIZED)?;
+                match self.groups.get(tenant, &id, now).await {
+                    Some(g)
+                        if authorize(
+                            principal,
+                            PolicyAction::ReadDevice,
+                            &Resource::device(g.clone(), id.clone()),
+                        )
+                        .is_ok() =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(reason::NOT_AUTHORIZED),
+                }
+            }
+            _ => Err(reason::NOT_AUTHORIZED),
+        }
+    }
+
+    /// Adds checked subscriptions and returns the retained messages to send for them.
+    pub(crate) async fn subscribe(
+        &self,
+        key: &Arc<SessionKey>,
+        principal: &Principal,
+        filters: &[(String, SubOptions)],
+        now: Timestamp,
+    ) -> (Vec<u8>, Vec<Message>) {
+        let mut codes = Vec::with_capacity(filters.len());
+        for (f, o) in filters {
+            codes.push(
+                match self.check_subscribe(principal, &key.tenant, f, now).await {
+                    Ok(()) => o.qos as u8,
+                    Err(c) => c,
+                },
+            );
+        }
+        let mut retained = Vec::new();
+        {
+            let mut s = self.lock();
+            let State {
+                tenants, sessions, ..
+            } = &mut *s;
+            let Some(entry) = sessions.get_mut(key) else {
+                return (codes, retained);
+            };
+            let tenant = tenants.entry(key.tenant.clone()).or_default();
+            for ((f, o), code) in filters.iter().zip(codes.iter_mut()) {
+                if *code >= 0x80 {
+                    continue;
+                }
+                let is_new = !entry.subscriptions.contains_key(f);
+                if is_new && entry.subscriptions.len() >= self.max_subscriptions {
+                    *code = reason::QUOTA_EXCEEDED;
+                    continue;
+                }
+                entry.subscriptions.insert(f.clone(), *o);
+                tenant.subs.insert(
+                    f,
+                    Sub {
+                        key: key.clone(),
+                        opts: *o,
+                    },
+                );
+                if o.retain_handling == 0 || (o.retain_handling == 1 && is_new) {
+                    for m in tenant.retained.values() {
+                        if topic_matches(f, &m.topic) {
+                            let mut m = m.clone();
+                            m.qos = m.qos.min(o.qos);
+                            m.retain = true;
+                            retained.push(m);
+                        }
+                    }
+                }
+            }
+        }
+        // Retained messages of devices the principal may not see are filtered like live ones.
+        let mut visible = Vec::with_capacity(retained.len());
+        for m in retained {
+            if self.may_see(principal, &key.tenant, &m.topic, now).await {
+                visible.push(m);
+            }
+        }
+        (codes, visible)
+    }
+
+    pub(crate) fn unsubscribe(&self, key: &Arc<SessionKey>, filters: &[String]) {
+        let mut s = self.lock();
+        let State {
+            tenants, sessions, ..
+        } = &mut *s;
+        if let Some(entry) = sessions.get_mut(key) {
+            let tenant = tenants.entry(key.tenant.clone()).or_default();
+            for f in filters {
+                if entry.subscriptions.remove(f).is_some() {
+                    tenant.subs.remove(f, key);
+                }
+            }
+        }
+    }
+
+    async fn may_see(
+        &self,
+        principal: &Principal,
+        tenant: &TenantId,
+        topic: &str,
+        now: Timestamp,
+    ) -> bool {
+        let Some(device) = topic_device(topic) else {
+            return false;
+        };
+        match principal {
+            Principal::Device(d) => d.id.as_str() == device,
+            _ => {
+                let Ok(id) = device.parse::<DeviceId>() else {
+                    return false;
+                };
+                match self.groups.get(tenant, &id, now).await {
+                    Some(g) => authorize(
+                        principal,
+                        PolicyAction::ReadDevice,
+                        &Resource::device(g, id),
+                    )
+                    .is_ok(),
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// Routes a message within `tenant`. With `only_device`, only that device's own sessions
+    /// receive it (the hub's answers on job topics). `from` is the publishing session (for MQTT
+    /// 5 no-local). Returns how many sessions it reached.
+    pub(crate) async fn publish(
+        &self,
+        tenant: &TenantId,
+        message: Message,
+        from: Option<&Arc<SessionKey>>,
+        only_device: bool,
+        now: Timestamp,
+    ) -> usize {
+        let Some(device) = topic_device(&message.topic) else {
+            return 0;
+        };
+        // Resolve the device's group once per publication, outside the lock.
+        let group = if only_device {
+            None
+        } else {
+            match device.parse::<DeviceId>() {
+                Ok(id) => self.groups.get(tenant, &id, now).await.map(|g| (g, id)),
+                Err(_) => None,
+            }
+        };
+        self.route(tenant, message, from, group, only_device)
+    }
+
+    /// Routes a hub message to the device's own subscribed sessions.
+    pub(crate) fn route_to_device(&self, tenant: &TenantId, message: Message) -> usize {
+        self.route(tenant, message, None, None, true)
+    }
+
+    fn route(
+        &self,
+        tenant: &TenantId,
+        message: Message,
+        from: Option<&Arc<SessionKey>>,
+        group: Option<(GroupPath, DeviceId)>,
+        only_device: bool,
+    ) -> usize {
+        let Some(device) = topic_device(&message.topic) else {
+            return 0;
+        };
+        let levels: Vec<&str> = message.topic.split('/').collect();
+        let mut s = self.lock();
+        let State {
+            tenants, sessions, ..
+        } = &mut *s;
+        let tenant_state = tenants.entry(tenant.clone()).or_default();
+        if message.retain && !only_device {
+            if message.payload.is_empty() {
+                tenant_state.retained.remove(&message.topic);
+            } else if tenant_state.retained.len() < self.max_retained
+                || tenant_state.retained.contains_key(&message.topic)
+            {
+                tenant_state
+                    .retained
+                    .insert(message.topic.clone(), message.clone());
+            }
+        }
+        let mut matched = Vec::new();
+        tenant_state.subs.matches(&levels, &mut matched);
+        // One delivery per session: the highest QoS among its matching filters.
+        let mut best: HashMap<&Arc<SessionKey>, SubOptions> = HashMap::new();
+        for sub in matched {
+            best.entry(&sub.key)
+                .and_modify(|o| {
+                    if sub.opts.qos > o.qos {
+                        *o = sub.opts
+                    }
+                })
+                .or_insert(sub.opts);
+        }
+        let mut reached = 0;
+        for (key, opts) in best {
+            if opts.no_local && from.is_some_and(|f| f == key) {
+                continue;
+            }
+            let Some(entry) = sessions.get_mut(key) else {
+                continue;
+            };
+            let allowed = match &*entry.principal {
+                Principal::Device(d) => d.id.as_str() == device,
+                p if only_device => {
+                    let _ = p;
+                    false
+                }
+                p => group.as_ref().is_some_and(|(g, id)| {
+                    authorize(
+                        p,
+                        PolicyAction::ReadDevice,
+                        &Resource::device(g.clone(), id.clone()),
+                    )
+                    .is_ok()
+                }),
+            };
+            if !allowed {
+                continue;
+            }
+            let mut m = message.clone();
+            m.qos = m.qos.min(opts.qos);
+            m.retain = message.retain && opts.retain_as_published;
+            reached += 1;
+            match &entry.conn {
+                Some(c) => {
+                    let full = c.tx.try_send(ToConn::Deliver(m)).is_err();
+                    if full {
+                        // Slow consumer: its channel is full. Close it; others are unaffected.
+                        c.kick(reason::QUOTA_EXCEEDED);
+                    }
+                }
+                None if m.qos > QoS::AtMostOnce => {
+                    if entry.offline.len() >= self.max_offline {
+                        entry.offline.pop_front();
+                    }
+                    entry.offline.push_back(m);
+                }
+                None => {}
+            }
+        }
+        reached
+    }
+}
+
+#[allow(non_snake_case)]
+fn TransportConfig_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// A device's group (`None`: unknown device) and when it was looked up.
+type CachedGroup = (Option<GroupPath>, Timestamp);
+
+/// Device groups for access control, looked up in the registry and cached for a while.
+#[derive(Debug)]
+pub(crate) struct GroupCache {
+    registry: Arc<dyn RegistryStore>,
+    ttl: Duration,
+    map: Mutex<HashMap<(TenantId, DeviceId), CachedGroup>>,
+}
+
+const GROUP_CACHE_MAX: usize = 100_000;
+
+impl GroupCache {
+    fn new(registry: Arc<dyn RegistryStore>, ttl: Duration) -> Self {
+        Self {
+            registry,
+            ttl,
+            map: Mutex::default(),
+        }
+    }
+
+    pub(crate) async fn get(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceId,
+        now: Timestamp,
+    ) -> Option<GroupPath> {
+        let key = (tenant.clone(), device.clone());
+        if let Some((g, at)) = self.map.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && now < at.saturating_add(self.ttl)
+        {
+            return g.clone();
+        }
+        // A registry failure denies access (and is not cached).
+        let group = match self.registry.get_device(tenant, device).await {
+            Ok(d) => d.map(|d| d.group),
+            Err(e) => {
+                tracing::warn!(error = %e, "registry lookup failed");
+                return None;
+            }
+        };
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= GROUP_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (group.clone(), now));
+        group
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_topics() {
+        assert!(topic_matches("devices/+/temp", "devices/a/temp"));
+        assert!(topic_matches("devices/#", "devices/a/b/c"));
+        assert!(topic_matches("devices/a/#", "devices/a/x"));
+        assert!(!topic_matches("devices/+/temp", "devices/a/b/temp"));
+        assert!(!topic_matches("devices/a/temp", "devices/b/temp"));
+    }
+
+    #[test]
+    fn trie_agrees_with_the_matcher() {
+        let filters = [
+            "devices/+/t",
+            "devices/#",
+            "devices/a/t",
+            "devices/a/+",
+            "devices/+/+/x",
+        ];
+        let topics = [
+            "devices/a/t",
+            "devices/b/t",
+            "devices/a/y",
+            "devices/a/b/x",
+            "other/a/t",
+        ];
+        let mut root = Node::default();
+        for (i, f) in filters.iter().enumerate() {
+            let key = Arc::new(SessionKey {
+                tenant: "acme".parse().unwrap(),
+                principal: "p".into(),
+                client_id: i.to_string(),
+            });
+            root.insert(
+                f,
+                Sub {
+                    key,
+                    opts: SubOptions::qos(QoS::AtMostOnce),
+                },
+            );
+        }
+        for t in topics {
+            let levels: Vec<&str> = t.split('/').collect();
+            let mut out = Vec::new();
+            root.matches(&levels, &mut out);
+            let mut got: Vec<String> = out.iter().map(|s| s.key.client_id.clone()).collect();
+            got.sort();
+            let mut want: Vec<String> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| topic_matches(f, t))
+                .map(|(i, _)| i.to_string())
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "topic {t}");
+        }
+        // Removing every filter leaves an empty trie.
+        for (i, f) in filters.iter().enumerate() {
+            let key = SessionKey {
+                tenant: "acme".parse().unwrap(),
+                principal: "p".into(),
+                client_id: i.to_string(),
+            };
+            root.remove(f, &key);
+        }
+        assert!(root.is_empty());
+    }
+
+    #[test]
+    fn hub_topics_are_recognised() {
+        assert!(hub_request_topic("jobs/start-next"));
+        assert!(hub_request_topic("jobs/0190/update"));
+        assert!(hub_request_topic("measurements"));
+        assert!(!hub_request_topic("jobs/a/b/update"));
+        assert!(hub_answer_topic("jobs/notify"));
+        assert!(hub_answer_topic("jobs/start-next/accepted"));
+        assert!(hub_answer_topic("jobs/x/update/rejected"));
+        assert_eq!(topic_device("devices/pump-7/temp"), Some("pump-7"));
+        assert_eq!(topic_device("devices/pump-7"), None);
+        assert_eq!(topic_device("other/pump-7/x"), None);
+    }
+}

@@ -1,0 +1,602 @@
+//! The thin tokio driver around a [`Session`]: reads and decodes, writes what the session asks
+//! for, calls the seams, and hands deliveries from the broker to the session.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use hub_core::{
+    Action as PolicyAction, DeviceJob, DeviceReport, DisconnectReason, Error, Event, EventKind,
+    JobId, Principal, Resource, TenantId, Timestamp, authorize,
+};
+use hub_store::MeasurementUpload;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::Inner;
+use crate::broker::{ConnHandle, SessionKey, ToConn, topic_device};
+use crate::codec::{Codec, Protocol, QoS, reason};
+use crate::session::{Action, Message, Session, SessionLimits, principal_tenant};
+
+/// Kick reason meaning "the shared sweep found the deadline passed".
+const SWEEP_EXPIRED: u8 = 0xFF;
+
+/// The one shared keep-alive sweep: each connection publishes its next deadline into an atomic;
+/// a single task compares them with the clock and kicks expired connections. No per-connection
+/// timer exists.
+#[derive(Debug, Default)]
+pub(crate) struct Sweep {
+    conns: Mutex<HashMap<u64, (Arc<AtomicI64>, ConnHandle)>>,
+}
+
+impl Sweep {
+    fn add(&self, handle: ConnHandle) -> Arc<AtomicI64> {
+        let deadline = Arc::new(AtomicI64::new(i64::MAX));
+        self.lock().insert(handle.id, (deadline.clone(), handle));
+        deadline
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<AtomicI64>, ConnHandle)>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kicks every connection whose deadline is at or before `now`.
+    pub(crate) fn run(&self, now: Timestamp) {
+        let now = now.as_millis();
+        for (deadline, handle) in self.lock().values() {
+            if deadline.load(Ordering::Relaxed) <= now && !handle.kick.is_cancelled() {
+                handle.kick(SWEEP_EXPIRED);
+            }
+        }
+    }
+
+    /// Kicks every connection with `code`.
+    pub(crate) fn kick_all(&self, code: u8) {
+        for (_, handle) in self.lock().values() {
+            handle.kick(code);
+        }
+    }
+}
+
+struct Conn {
+    inner: Arc<Inner>,
+    session: Session,
+    codec: Codec,
+    out: BytesMut,
+    handle: ConnHandle,
+    principal: Option<Arc<Principal>>,
+    tenant: Option<TenantId>,
+    key: Option<Arc<SessionKey>>,
+    protocol_label: &'static str,
+    last_seen_ms: i64,
+    close: Option<DisconnectReason>,
+}
+
+/// Runs one connection until it closes.
+pub(crate) async fn run_connection<S>(inner: Arc<Inner>, stream: S, protocol_label: &'static str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let now = inner.clock.now();
+    let (tx, mut rx) = mpsc::channel(inner.config.max_queued_messages.max(1));
+    let handle = ConnHandle {
+        id: inner.broker.next_conn_id(),
+        tx,
+        kick: CancellationToken::new(),
+        kick_reason: Arc::new(AtomicU8::new(0)),
+    };
+    let deadline = inner.sweep.add(handle.clone());
+    let limits = SessionLimits::from(&inner.config);
+    let mut conn = Conn {
+        session: Session::new(limits, now),
+        codec: Codec::new(Protocol::V311, inner.config.max_packet_size),
+        out: BytesMut::new(),
+        handle: handle.clone(),
+        principal: None,
+        tenant: None,
+        key: None,
+        protocol_label,
+        last_seen_ms: 0,
+        close: None,
+        inner,
+    };
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::new();
+    loop {
+        conn.process_actions().await;
+        if !conn.out.is_empty() {
+            let written = tokio::select! {
+                // Biased: a write that can complete does, even after a kick (the DISCONNECT).
+                biased;
+                r = wr.write_all(&conn.out) => r.is_ok(),
+                // A client that never reads blocks this write: a kick (its queue overflowed, or
+                // the sweep found it silent) ends the connection instead.
+                _ = handle.kick.cancelled() => false,
+            };
+            conn.out.clear();
+            if conn.out.capacity() > 16 * 1024 {
+                conn.out = BytesMut::new();
+            }
+            if !written {
+                if conn.close.is_none() {
+                    if handle.kick.is_cancelled() {
+                        conn.kicked();
+                    } else {
+                        conn.session.connection_lost(None);
+                    }
+                    conn.process_actions().await;
+                }
+                break;
+            }
+        }
+        if conn.close.is_some() {
+            let _ = wr.shutdown().await;
+            break;
+        }
+        deadline.store(
+            conn.session.deadline().map_or(i64::MAX, |d| d.as_millis()),
+            Ordering::Relaxed,
+        );
+        tokio::select! {
+            biased;
+            _ = handle.kick.cancelled() => conn.kicked(),
+            r = rd.read_buf(&mut buf) => {
+                match r {
+                    Ok(0) | Err(_) => conn.session.connection_lost(None),
+                    Ok(_) => conn.decode(&mut buf),
+                }
+                if buf.is_empty() && buf.capacity() > 4096 {
+                    // Idle connections keep no large read buffer.
+                    buf = BytesMut::new();
+                }
+            }
+            Some(ToConn::Deliver(m)) = rx.recv() => {
+                let _ = conn.session.deliver(m);
+            }
+        }
+    }
+    conn.finish(&mut rx).await;
+}
+
+impl Conn {
+    /// The connection was kicked: by the sweep (deadline passed), a takeover, the slow-consumer
+    /// policy or the shutdown drain.
+    fn kicked(&mut self) {
+        let code = self.handle.kick_reason.load(Ordering::Relaxed);
+        let now = self.inner.clock.now();
+        match code {
+            SWEEP_EXPIRED => {
+                self.session.handle_timeout(now);
+                if !self.session.is_closed() {
+                    // Raced with traffic: the deadline moved. Close anyway, since the kick token
+                    // cannot be re-armed; the client reconnects.
+                    self.session.server_close(
+                        reason::KEEP_ALIVE_TIMEOUT,
+                        DisconnectReason::KeepAliveTimeout,
+                        true,
+                    );
+                }
+            }
+            reason::SESSION_TAKEN_OVER => {
+                self.session
+                    .server_close(code, DisconnectReason::SessionTakenOver, false)
+            }
+            _ => self
+                .session
+                .server_close(code, DisconnectReason::ServerClosed, true),
+        }
+    }
+
+    fn decode(&mut self, buf: &mut BytesMut) {
+        loop {
+            if self.session.is_closed() {
+                return;
+            }
+            match self.codec.decode(buf) {
+                Ok(Some(p)) => {
+                    let now = self.inner.clock.now();
+                    self.session.handle(now, p);
+                    self.seen(now);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed MQTT input");
+                    self.session.connection_lost(Some(e.reason_code()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn seen(&mut self, now: Timestamp) {
+        // Throttle presence updates to one a second per connection.
+        if now.as_millis() - self.last_seen_ms < 1000 {
+            return;
+        }
+        self.last_seen_ms = now.as_millis();
+        if let Some(Principal::Device(d)) = self.principal.as_deref() {
+            self.inner.presence.seen(&d.group, &d.id, now);
+        }
+    }
+
+    async fn process_actions(&mut self) {
+        loop {
+            let actions = self.session.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                // Boxed: the seams' futures (authentication, jobs, measurements) are large and
+                // rare; boxing keeps them out of every idle connection's future.
+                Box::pin(self.act(action)).await;
+            }
+        }
+    }
+
+    async fn act(&mut self, action: Action) {
+        let now = self.inner.clock.now();
+        match action {
+            Action::Send(p) => {
+                if let Err(e) = self.codec.encode(&p, &mut self.out) {
+                    tracing::warn!(error = %e, "could not encode a packet");
+                }
+            }
+            Action::Authenticate(credentials) => {
+                let result = self.inner.auth.authenticate(&credentials).await;
+                self.on_authenticated(result, now);
+            }
+            Action::Publish { message, ack } => {
+                let code = self.on_publish(message, now).await;
+                if let Some((id, qos)) = ack {
+                    self.session.published(id, qos, code);
+                }
+            }
+            Action::Subscribe { packet_id, filters } => {
+                let (Some(key), Some(principal)) = (self.key.clone(), self.principal.clone())
+                else {
+                    return;
+                };
+                let (codes, retained) = self
+                    .inner
+                    .broker
+                    .subscribe(&key, &principal, &filters, now)
+                    .await;
+                self.session.subscribed(packet_id, codes);
+                for m in retained {
+                    let _ = self.session.deliver(m);
+                }
+            }
+            Action::Unsubscribe(filters) => {
+                if let Some(key) = &self.key {
+                    self.inner.broker.unsubscribe(key, &filters);
+                }
+            }
+            Action::Close(why) => self.close = Some(why),
+        }
+    }
+
+    fn on_authenticated(&mut self, result: Result<Principal, Error>, now: Timestamp) {
+        let principal = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let code = e.kind().mqtt_reason().0;
+                self.session.authenticated(Err(code), false, None);
+                return;
+            }
+        };
+        let Some(tenant) = principal_tenant(&principal) else {
+            self.session
+                .authenticated(Err(reason::NOT_AUTHORIZED), false, None);
+            return;
+        };
+        let Some(connect) = self.session.connect_packet() else {
+            return;
+        };
+        let clean_start = connect.clean_start;
+        let (client_id, assigned) = if connect.client_id.is_empty() {
+            let id = format!("auto-{}", self.handle.id);
+            (id.clone(), Some(id))
+        } else {
+            (connect.client_id.clone(), None)
+        };
+        let assigned = assigned.filter(|_| self.session.protocol() == Protocol::V5);
+        let principal = Arc::new(principal);
+        let key = SessionKey {
+            tenant: tenant.clone(),
+            principal: principal.describe(),
+            client_id,
+        };
+        let expiry = self.session.session_expiry();
+        let reg = self.inner.broker.register(
+            key,
+            principal.clone(),
+            self.handle.clone(),
+            clean_start,
+            expiry,
+        );
+        self.session
+            .authenticated(Ok(()), reg.session_present, assigned);
+        for m in reg.backlog {
+            let _ = self.session.deliver(m);
+        }
+        if let Principal::Device(d) = &*principal {
+            self.inner
+                .presence
+                .connected(&d.group, &d.id, self.protocol_label, now);
+            self.last_seen_ms = now.as_millis();
+        }
+        self.key = Some(reg.key);
+        self.tenant = Some(tenant);
+        self.principal = Some(principal);
+    }
+
+    async fn on_publish(&mut self, message: Message, now: Timestamp) -> u8 {
+        let (Some(principal), Some(tenant)) = (self.principal.clone(), self.tenant.clone()) else {
+            return reason::NOT_AUTHORIZED;
+        };
+        match self
+            .inner
+            .broker
+            .check_publish(&principal, &tenant, &message.topic, now)
+            .await
+        {
+            Err(code) => code,
+            Ok(true) => self.hub_request(&principal, &tenant, message, now).await,
+            Ok(false) => {
+                let reached = self
+                    .inner
+                    .broker
+                    .publish(&tenant, message, self.key.as_ref(), false, now)
+                    .await;
+                if reached == 0 {
+                    reason::NO_MATCHING_SUBSCRIBERS
+                } else {
+                    reason::SUCCESS
+                }
+            }
+        }
+    }
+
+    /// A device's request on one of the hub's topics. The answer goes to the device's own
+    /// sessions; the return value is the PUBACK reason code.
+    async fn hub_request(
+        &mut self,
+        principal: &Principal,
+        tenant: &TenantId,
+        message: Message,
+        now: Timestamp,
+    ) -> u8 {
+        let Principal::Device(device) = principal else {
+            return reason::NOT_AUTHORIZED;
+        };
+        let Some(id) = topic_device(&message.topic) else {
+            return reason::NOT_AUTHORIZED;
+        };
+        let prefix = format!("devices/{id}/");
+        let rest = &message.topic[prefix.len()..];
+        let (answer_base, outcome): (String, Result<Option<Bytes>, Error>) =
+            if rest == "measurements" {
+                let result = async {
+                    authorize(
+                        principal,
+                        PolicyAction::WriteMeasurements,
+                        &Resource::device(device.group.clone(), device.id.clone()),
+                    )?;
+                    let upload = MeasurementUpload::parse(&message.payload)?;
+                    let batch = upload.into_batch(tenant, &device.id, now);
+                    let outcome = self.inner.measurements.append(&batch).await?;
+                    self.inner.events.publish(Event {
+                        at: now,
+                        group: device.group.clone(),
+                        kind: EventKind::MeasurementsReceived {
+                            device: device.id.clone(),
+                            points: u32::try_from(outcome.inserted).unwrap_or(u32::MAX),
+                        },
+                    });
+                    Ok::<_, Error>(None)
+                }
+                .await;
+                (format!("{prefix}measurements"), result)
+            } else if rest == "jobs/start-next" {
+                let result = async {
+                    let lane = parse_lane(&message.payload)?;
+                    let job = self.inner.jobs.next_job(principal, lane.as_deref()).await?;
+                    #[derive(serde::Serialize)]
+                    struct Answer {
+                        job: Option<DeviceJob>,
+                    }
+                    Ok(Some(Bytes::from(
+                        serde_json::to_vec(&Answer { job }).map_err(Error::internal)?,
+                    )))
+                }
+                .await;
+                (format!("{prefix}jobs/start-next"), result)
+            } else {
+                // jobs/{job}/update
+                let job = rest
+                    .strip_prefix("jobs/")
+                    .and_then(|r| r.strip_suffix("/update"))
+                    .unwrap_or_default()
+                    .to_owned();
+                let result = async {
+                    let job: JobId = job
+                        .parse()
+                        .map_err(|_| Error::invalid_input("the topic names no valid job id"))?;
+                    let (execution, report) = parse_update(&message.payload)?;
+                    let answer = self
+                        .inner
+                        .jobs
+                        .report(principal, &job, execution, report)
+                        .await?;
+                    Ok(Some(Bytes::from(
+                        serde_json::to_vec(&answer).map_err(Error::internal)?,
+                    )))
+                }
+                .await;
+                (format!("{prefix}{rest}"), result)
+            };
+        let (topic, payload, code) = match outcome {
+            Ok(None) => return reason::SUCCESS,
+            Ok(Some(body)) => (format!("{answer_base}/accepted"), body, reason::SUCCESS),
+            Err(e) => {
+                let code = e.kind().mqtt_reason().0;
+                let body = serde_json::to_vec(&e.problem()).unwrap_or_default();
+                (format!("{answer_base}/rejected"), Bytes::from(body), code)
+            }
+        };
+        self.inner
+            .broker
+            .route_to_device(tenant, Message::new(topic, payload, QoS::AtLeastOnce));
+        // MQTT 5 clients also see the outcome in the PUBACK / PUBREC reason code.
+        code
+    }
+
+    async fn finish(mut self, rx: &mut mpsc::Receiver<ToConn>) {
+        let now = self.inner.clock.now();
+        // Wills and final actions were processed in the loop; what is left is bookkeeping.
+        let why = self.close.unwrap_or(DisconnectReason::ConnectionLost);
+        if let Some(key) = &self.key {
+            let undelivered = self.session.take_undelivered();
+            self.inner
+                .broker
+                .unregister(key, self.handle.id, undelivered, rx, now);
+        }
+        if let Some(Principal::Device(d)) = self.principal.as_deref() {
+            self.inner.presence.disconnected(&d.group, &d.id, why, now);
+        }
+        self.inner.sweep.remove(self.handle.id);
+    }
+}
+
+fn parse_lane(payload: &[u8]) -> Result<Option<String>, Error> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        lane: Option<String>,
+    }
+    let body: Body = serde_json::from_slice(payload).map_err(|_| {
+        Error::invalid_input("start-next takes an empty payload or {\"lane\": \"<lane>\"}")
+    })?;
+    Ok(body.lane)
+}
+
+fn parse_update(payload: &[u8]) -> Result<(u32, DeviceReport), Error> {
+    let bad = || {
+        Error::invalid_input(
+            "an update is a device report: {\"execution\": N, \"status\": \"in_progress\" | \
+             \"succeeded\" | \"failed\" | \"rejected\" | \"canceled\" | \"cancel_refused\", ...}",
+        )
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(payload).map_err(|_| bad())?;
+    let obj = value.as_object_mut().ok_or_else(bad)?;
+    let execution = obj
+        .remove("execution")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(bad)?;
+    let report: DeviceReport = serde_json::from_value(value).map_err(|_| bad())?;
+    Ok((execution, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_carry_an_execution_and_a_report() {
+        let (e, r) = parse_update(br#"{"execution": 2, "status": "succeeded"}"#).unwrap();
+        assert_eq!(e, 2);
+        assert_eq!(r, DeviceReport::Succeeded { result: None });
+        assert!(parse_update(br#"{"status": "succeeded"}"#).is_err());
+        assert!(parse_update(br#"{"execution": 1, "status": "exploded"}"#).is_err());
+        assert_eq!(parse_lane(b"").unwrap(), None);
+        assert_eq!(
+            parse_lane(br#"{"lane":"fw"}"#).unwrap().as_deref(),
+            Some("fw")
+        );
+        assert!(parse_lane(b"nonsense").is_err());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use std::sync::Arc;
+
+    use hub_core::{
+        Authenticator, BoxFuture, Credentials, DeviceJob, DeviceJobs, DeviceReport, Error, JobId,
+        Principal,
+    };
+    use hub_store::StoreLimits;
+    use hub_store::memory::MemoryStore;
+
+    #[derive(Debug)]
+    struct Nobody;
+
+    impl Authenticator for Nobody {
+        fn authenticate<'a>(
+            &'a self,
+            _: &'a Credentials,
+        ) -> BoxFuture<'a, Result<Principal, Error>> {
+            Box::pin(async { Err(Error::unauthenticated("nobody")) })
+        }
+    }
+
+    impl DeviceJobs for Nobody {
+        fn next_job<'a>(
+            &'a self,
+            _: &'a Principal,
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Option<DeviceJob>, Error>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn report<'a>(
+            &'a self,
+            _: &'a Principal,
+            _: &'a JobId,
+            _: u32,
+            _: DeviceReport,
+        ) -> BoxFuture<'a, Result<DeviceJob, Error>> {
+            Box::pin(async { Err(Error::not_found("none")) })
+        }
+    }
+
+    /// The per-connection future (state machine, codec, driver state, the stream) stays small:
+    /// it is what every idle device costs besides rustls's buffers and the kernel's. The figure
+    /// is printed so that `cargo test connection_future_size -- --nocapture` shows it.
+    #[test]
+    fn connection_future_size() {
+        let stores = MemoryStore::new(StoreLimits::default()).into_stores();
+        let transport = crate::Transport::builder(
+            Arc::new(Nobody),
+            Arc::new(Nobody),
+            stores.measurements,
+            stores.registry,
+        )
+        .build();
+        let (stream, _peer) = tokio::io::duplex(64);
+        let stream_size = std::mem::size_of_val(&stream);
+        let fut = super::run_connection(transport.inner.clone(), stream, "test");
+        let future_size = std::mem::size_of_val(&fut);
+        let tls_stream =
+            std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>();
+        let total = future_size - stream_size + tls_stream;
+        println!(
+            "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
+             over TLS/TCP: about {total} bytes inline (TlsStream itself: {tls_stream} bytes)"
+        );
+        assert!(
+            future_size - stream_size < 1536,
+            "the connection future grew to {future_size} bytes"
+        );
+    }
+}

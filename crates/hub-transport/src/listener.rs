@@ -1,0 +1,157 @@
+//! The TLS listener: accept-rate limiting, a connection cap, socket tuning, a TLS handshake
+//! timeout, the shared keep-alive sweep and the graceful drain.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Inner;
+use crate::codec::reason;
+use crate::config::{SocketProfile, TransportConfig};
+
+/// A token bucket for accepted connections, refilled from a monotonic instant.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst.max(1)),
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next connection may be accepted.
+    fn take(&mut self) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+pub(crate) fn tune(stream: &TcpStream, p: &SocketProfile) {
+    let sock = SockRef::from(stream);
+    // Tuning is best effort: a kernel refusing an option must not refuse the device.
+    let _ = stream.set_nodelay(p.nodelay);
+    if let Some(n) = p.send_buffer {
+        let _ = sock.set_send_buffer_size(n);
+    }
+    if let Some(n) = p.recv_buffer {
+        let _ = sock.set_recv_buffer_size(n);
+    }
+    if let Some(secs) = p.tcp_keepalive_secs {
+        let ka = TcpKeepalive::new()
+            .with_time(Duration::from_secs(secs))
+            .with_interval(Duration::from_secs(secs.div_ceil(4).max(1)));
+        let _ = sock.set_tcp_keepalive(&ka);
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(ms) = p.user_timeout_ms {
+        let _ = sock.set_tcp_user_timeout(Some(Duration::from_millis(ms)));
+    }
+}
+
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tracker = TaskTracker::new();
+    let cfg: &TransportConfig = &inner.config;
+    let mut bucket = Bucket::new(cfg.accept_rate_per_sec, cfg.accept_burst);
+    let mut sweep = tokio::time::interval(TransportConfig::ms(cfg.sweep_interval_ms.max(10)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let handshake_timeout = TransportConfig::ms(cfg.tls_handshake_timeout_ms);
+    loop {
+        if let Some(wait) = bucket.take() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let accepted = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break None,
+                _ = sweep.tick() => {
+                    let now = inner.clock.now();
+                    inner.sweep.run(now);
+                    inner.broker.expire(now);
+                }
+                r = listener.accept() => break Some(r),
+            }
+        };
+        let Some(accepted) = accepted else { break };
+        let (stream, _peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if inner.connections.load(Ordering::Relaxed) >= inner.config.max_connections {
+            drop(stream);
+            continue;
+        }
+        tune(&stream, &inner.config.socket);
+        inner.connections.fetch_add(1, Ordering::Relaxed);
+        let inner = inner.clone();
+        let acceptor = acceptor.clone();
+        tracker.spawn(async move {
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+            {
+                crate::driver::run_connection(inner.clone(), tls, "mqtt-tls").await;
+            }
+            inner.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    drop(listener);
+    // Drain: every session is told the server is shutting down, then given time to close.
+    inner.sweep.kick_all(reason::SERVER_SHUTTING_DOWN);
+    tracker.close();
+    let _ = tokio::time::timeout(
+        TransportConfig::ms(inner.config.drain_timeout_ms),
+        tracker.wait(),
+    )
+    .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_accept_bucket_allows_a_burst_then_paces() {
+        let mut b = Bucket::new(1, 2);
+        assert_eq!(b.take(), None);
+        assert_eq!(b.take(), None);
+        // At one connection a second, the third waits most of a second.
+        let wait = b.take().expect("the burst is spent");
+        assert!(wait > Duration::from_millis(500));
+    }
+}
