@@ -249,7 +249,7 @@ async fn device(
 /// process's devices once a second, spread evenly over the second in 10 ms slices.
 async fn publisher(args: Arc<ClientArgs>, tls: TlsConnector) -> Result<(), String> {
     let password = setup::publisher_password(&args.seed);
-    let client_id = format!("{}-{}", setup::PUBLISHER_USER, args.first);
+    let client_id = format!("bench-publisher-{}", args.first);
     let (stream, _) = open(
         args.addr,
         &tls,

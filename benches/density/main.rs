@@ -9,12 +9,14 @@
 //! plus MQTT CONNECT per second instead; `--messages` adds a phase in which every device receives
 //! a 1 KiB message a second. See `BENCHMARKS.md` ("Connection density") for the method.
 //!
-//! The same binary is the client process (`density client …`, started by the orchestrator).
+//! The same binary is the client process (`density client …`) and the hub server
+//! (`density hub-server …`), both started by the orchestrator.
 
 // A bench reports on standard output, and the client processes talk to the orchestrator there.
 #![allow(clippy::print_stdout)]
 
 mod client;
+mod hub_server;
 mod mqtt;
 mod procfs;
 mod server;
@@ -495,6 +497,8 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = if argv.first().map(String::as_str) == Some("client") {
         client::from_command_line(&argv[1..]).and_then(client::run)
+    } else if argv.first().map(String::as_str) == Some("hub-server") {
+        hub_server::run(&argv[1..])
     } else {
         parse_options(&argv).and_then(|o| {
             let report = orchestrate(&o)?;

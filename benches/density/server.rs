@@ -234,18 +234,40 @@ pub(crate) fn start_mosquitto(
     Ok(server)
 }
 
-/// Starts the hub. Not wired yet: hub-transport has no MQTT listener to start.
+/// Starts the hub (`density hub-server`, this same binary) for `devices` devices.
 pub(crate) fn start_hub(
-    _dir: &Path,
-    _certs: &CertFiles,
-    _seed: &str,
-    _devices: usize,
+    dir: &Path,
+    certs: &CertFiles,
+    seed: &str,
+    devices: usize,
 ) -> Result<Server, String> {
-    Err(
-        "the hub side is not wired yet: hub-transport has no MQTT-over-TLS listener to start; \
-         run with --server mosquitto --peer none"
-            .to_owned(),
-    )
+    let port = free_port()?;
+    let log = dir.join("hub.log");
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| format!("creating the hub's log: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    let child = Command::new(exe)
+        .arg("hub-server")
+        .args(["--port", &port.to_string()])
+        .arg("--cert")
+        .arg(&certs.cert)
+        .arg("--key")
+        .arg(&certs.key)
+        .args(["--seed", seed, "--devices", &devices.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("starting the hub: {e}"))?;
+    let mut server = Server {
+        kind: Kind::Hub,
+        auth: Auth::Password,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        child,
+        log,
+    };
+    wait_listening(&mut server)?;
+    Ok(server)
 }
 
 #[cfg(test)]

@@ -5,17 +5,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use sha2::{Digest, Sha256};
+
+pub(crate) use hub_benches::density::{PUBLISHER_USER, access_key, device_id, publisher_password};
 
 /// The name the server certificate is issued for and the client checks.
 pub(crate) const SERVER_NAME: &str = "localhost";
-
-/// The MQTT user name of the per-process publisher in message mode.
-pub(crate) const PUBLISHER_USER: &str = "bench-publisher";
 
 /// Where a run's certificate files are.
 #[derive(Debug, Clone)]
@@ -75,32 +71,6 @@ pub(crate) fn random_seed() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The id of device `i`.
-pub(crate) fn device_id(i: usize) -> String {
-    format!("dev-{i:06}")
-}
-
-/// The access key of device `i` in the hub's form `hk_<key id>_<secret>`: a 256-bit secret derived
-/// from the run's seed, so that the orchestrator and each client process agree without sharing a
-/// file.
-pub(crate) fn access_key(seed: &str, i: usize) -> String {
-    let secret = Sha256::new()
-        .chain_update(seed.as_bytes())
-        .chain_update(b"/device/")
-        .chain_update(i.to_be_bytes())
-        .finalize();
-    format!("hk_k{i:06}_{}", URL_SAFE_NO_PAD.encode(secret))
-}
-
-/// The password of the message-mode publisher.
-pub(crate) fn publisher_password(seed: &str) -> String {
-    let secret = Sha256::new()
-        .chain_update(seed.as_bytes())
-        .chain_update(b"/publisher")
-        .finalize();
-    URL_SAFE_NO_PAD.encode(secret)
-}
-
 /// The client's TLS configuration: TLS 1.3 only, X25519 key exchange only (OpenSSL 3.0 in
 /// Mosquitto has no post-quantum hybrid group; limiting the client keeps both servers doing the
 /// same work), no session resumption (every handshake is a full one), trusting only the run's CA.
@@ -133,20 +103,6 @@ pub(crate) fn server_name() -> ServerName<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn access_keys_have_the_hub_form_and_differ_per_device_and_run() {
-        let key = access_key("seed", 7);
-        let rest = key
-            .strip_prefix("hk_k000007_")
-            .expect("the hk_<key id>_ form");
-        // 256 bits in base64url without padding.
-        assert_eq!(URL_SAFE_NO_PAD.decode(rest).unwrap().len(), 32);
-        assert_eq!(key, access_key("seed", 7));
-        assert_ne!(key, access_key("seed", 8));
-        assert_ne!(key, access_key("other", 7));
-        assert_eq!(device_id(7), "dev-000007");
-    }
 
     #[test]
     fn generated_certificates_load_into_a_client_config() {
