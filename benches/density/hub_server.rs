@@ -156,7 +156,9 @@ async fn serve(args: Args) -> Result<(), String> {
             .registry
             .create_device(
                 NewDevice {
-                    id: device_id(i).parse().map_err(|e| format!("device id: {e}"))?,
+                    id: device_id(i)
+                        .parse()
+                        .map_err(|e| format!("device id: {e}"))?,
                     group: group.clone(),
                     display_name: String::new(),
                     attributes: serde_json::json!({}),
@@ -239,7 +241,10 @@ mod tests {
     fn a_device_gets_in_with_its_own_key_only() {
         let a = auth();
         let ok = a
-            .check(&key(Some("dev-000002"), hub_benches::density::access_key("s", 2)))
+            .check(&key(
+                Some("dev-000002"),
+                hub_benches::density::access_key("s", 2),
+            ))
             .unwrap();
         assert!(matches!(ok, Principal::Device(d) if d.id.as_str() == "dev-000002"));
         // Without a user name the key alone names the device.
@@ -250,8 +255,8 @@ mod tests {
             key(Some("dev-000001"), hub_benches::density::access_key("s", 2)),
             key(Some("dev-000002"), hub_benches::density::access_key("t", 2)),
             key(None, hub_benches::density::access_key("s", 3)),
-            key(None, "hk_kx_y".into()),
-            key(None, "not-a-key".into()),
+            key(None, "hk_kx_y".to_owned()),
+            key(None, "not-a-key".to_owned()),
         ] {
             assert!(a.check(&bad).is_err(), "{bad:?} was accepted");
         }
@@ -264,9 +269,6 @@ mod tests {
             .check(&Credentials::Bearer(Secret::new(publisher_password("s"))))
             .unwrap();
         assert!(matches!(p, Principal::User(_)));
-        assert!(
-            a.check(&Credentials::Bearer(Secret::new("other".into())))
-                .is_err()
-        );
+        assert!(a.check(&Credentials::Bearer(Secret::new("other"))).is_err());
     }
 }
