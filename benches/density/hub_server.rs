@@ -109,6 +109,8 @@ struct Args {
     key: String,
     seed: String,
     devices: usize,
+    /// Leave SO_SNDBUF/SO_RCVBUF to the kernel instead of the transport's small caps.
+    kernel_buffers: bool,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -118,9 +120,14 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         key: String::new(),
         seed: String::new(),
         devices: 0,
+        kernel_buffers: false,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
+        if flag == "--kernel-buffers" {
+            args.kernel_buffers = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag}: {e}");
         match flag.as_str() {
@@ -174,13 +181,17 @@ async fn serve(args: Args) -> Result<(), String> {
         key_digests,
         publisher_digest: digest(&publisher_password(&args.seed)),
     };
-    let config = TransportConfig {
+    let mut config = TransportConfig {
         // The bench ramps connections as fast as the clients go; the hub's default accept rate
         // limit (a protection for production) would only measure itself.
         accept_rate_per_sec: 100_000,
         accept_burst: 100_000,
         ..TransportConfig::default()
     };
+    if args.kernel_buffers {
+        config.socket.send_buffer = None;
+        config.socket.recv_buffer = None;
+    }
     let transport = Transport::builder(
         Arc::new(auth),
         Arc::new(NoJobs),

@@ -43,7 +43,7 @@ const MAX_MOSQUITTO: usize = 19_000;
 const USAGE: &str = "\
 usage: density [--connections N] [--processes P] [--hold-secs S] [--keepalive-secs K]
                [--server hub|mosquitto] [--peer mosquitto|none] [--concurrency C]
-               [--messages [--load-secs S]]
+               [--messages [--load-secs S]] [--hub-kernel-buffers]
                [--handshakes [--handshake-secs S] [--handshake-concurrency C]]";
 
 /// The orchestrator's options.
@@ -61,6 +61,7 @@ struct Options {
     handshakes: bool,
     handshake_secs: u64,
     handshake_concurrency: usize,
+    hub_kernel_buffers: bool,
 }
 
 fn parse_options(argv: &[String]) -> Result<Options, String> {
@@ -77,6 +78,7 @@ fn parse_options(argv: &[String]) -> Result<Options, String> {
         handshakes: false,
         handshake_secs: 10,
         handshake_concurrency: 32,
+        hub_kernel_buffers: false,
     };
     let kind = |s: &str| match s {
         "hub" => Ok(Some(Kind::Hub)),
@@ -105,6 +107,7 @@ fn parse_options(argv: &[String]) -> Result<Options, String> {
             "--messages" => o.messages = true,
             "--load-secs" => o.load_secs = value()?.parse().map_err(|e| bad(&e))?,
             "--handshakes" => o.handshakes = true,
+            "--hub-kernel-buffers" => o.hub_kernel_buffers = true,
             "--handshake-secs" => o.handshake_secs = value()?.parse().map_err(|e| bad(&e))?,
             "--handshake-concurrency" => {
                 o.handshake_concurrency = value()?.parse().map_err(|e| bad(&e))?
@@ -440,7 +443,7 @@ fn measure(
     seed: &str,
 ) -> Result<Value, String> {
     let mut server = match kind {
-        Kind::Hub => server::start_hub(dir, certs, seed, n)?,
+        Kind::Hub => server::start_hub(dir, certs, seed, n, o.hub_kernel_buffers)?,
         Kind::Mosquitto => server::start_mosquitto(dir, certs, seed, n)?,
     };
     let result = if o.handshakes {
@@ -453,6 +456,13 @@ fn measure(
     // server's baseline.
     std::thread::sleep(Duration::from_secs(3));
     let mut result = result?;
+    if kind == Kind::Hub {
+        result["socket_buffers"] = json!(if o.hub_kernel_buffers {
+            "kernel"
+        } else {
+            "transport caps"
+        });
+    }
     if kind == Kind::Mosquitto && n < o.connections {
         result["capped_from"] = json!(o.connections);
     }

@@ -234,12 +234,14 @@ pub(crate) fn start_mosquitto(
     Ok(server)
 }
 
-/// Starts the hub (`density hub-server`, this same binary) for `devices` devices.
+/// Starts the hub (`density hub-server`, this same binary) for `devices` devices; with
+/// `kernel_buffers`, its sockets keep the kernel's buffer sizes instead of the transport's caps.
 pub(crate) fn start_hub(
     dir: &Path,
     certs: &CertFiles,
     seed: &str,
     devices: usize,
+    kernel_buffers: bool,
 ) -> Result<Server, String> {
     let port = free_port()?;
     let log = dir.join("hub.log");
@@ -254,6 +256,7 @@ pub(crate) fn start_hub(
         .arg("--key")
         .arg(&certs.key)
         .args(["--seed", seed, "--devices", &devices.to_string()])
+        .args(kernel_buffers.then_some("--kernel-buffers"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
