@@ -1,7 +1,7 @@
 //! What the bench reads from /proc: a process's resident memory and CPU time, and the kernel's
 //! slab.
 
-/// A value in kB from a `Key:   1234 kB` line of /proc/<pid>/status or /proc/meminfo, in bytes.
+/// A value in kB from a `Key:   1234 kB` line of `/proc/<pid>/status` or `/proc/meminfo`, in bytes.
 fn kb_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
@@ -41,7 +41,7 @@ pub(crate) fn slab() -> Result<Slab, String> {
     parse_slab(&text).ok_or_else(|| "no Slab/SUnreclaim in /proc/meminfo".to_owned())
 }
 
-/// utime + stime from the text of /proc/<pid>/stat, in clock ticks.
+/// utime + stime from the text of `/proc/<pid>/stat`, in clock ticks.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) is in parentheses and may contain spaces: count from after it.
     let after = &stat[stat.rfind(')')? + 1..];
