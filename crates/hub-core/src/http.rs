@@ -10,6 +10,9 @@
 //!   shape or exceeds the body limit is a problem (400, 415 as 400, 413), never a plain-text
 //!   rejection.
 //! - [`etag`] and [`IfMatch`]: resource versions as strong ETags (`"7"`) and conditional updates.
+//! - [`rejections_as_problems`]: a response mapper (`axum::middleware::map_response`) that turns
+//!   the plain-text rejections of the framework's own extractors and fallbacks (a bad path or
+//!   query parameter, 404 for an unknown route, 405) into problem documents as well.
 //!
 //! ```
 //! use axum_core::response::IntoResponse;
@@ -167,6 +170,44 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             }
         }
     }
+}
+
+/// Turns a plain-text or empty error response (the framework's own rejections: a path or query
+/// parameter that does not parse, an unknown route, a wrong method) into an RFC 9457 problem with
+/// the same status and the text as its detail. Problem documents and JSON error bodies (such as
+/// OAuth's `{"error": ...}`) pass unchanged. Use it with `axum::middleware::map_response`.
+pub async fn rejections_as_problems(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = match response.headers().get(CONTENT_TYPE) {
+        None => true,
+        Some(ct) => ct.to_str().is_ok_and(|ct| ct.starts_with("text/plain")),
+    };
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; a longer body is cut, not buffered without bound.
+    let detail =
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 4096)).await {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(_) => String::new(),
+        };
+    let problem = crate::error::Problem {
+        type_uri: "about:blank".to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        instance: None,
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
 }
 
 #[cfg(test)]

@@ -228,7 +228,13 @@ pub fn authorize(principal: &Principal, action: Action, resource: &Resource) -> 
                     Err(Denied::OutsideReach)
                 };
             }
-            return Err(Denied::NotForDevices);
+            // Refused either way; but a device must not learn from the status whether another
+            // device or group exists, so only a refusal about itself says "not for devices".
+            return if is_self && resource.group == device.group {
+                Err(Denied::NotForDevices)
+            } else {
+                Err(Denied::NotSelf)
+            };
         }
         Principal::User(user) => (Some(&user.group), user.scopes),
         // Intersect again: the invariant is enforced at construction, and this costs nothing.

@@ -295,6 +295,19 @@ fn devices_act_only_on_themselves() {
         authorize(&dev, Action::ReadMeasurements, &own),
         Err(Denied::NotForDevices)
     );
+    // About anything else, a device hears "not found", whether it exists or not.
+    assert_eq!(
+        authorize(&dev, Action::ReadMeasurements, &other),
+        Err(Denied::NotSelf)
+    );
+    assert_eq!(
+        authorize(
+            &dev,
+            Action::CreateJob,
+            &Resource::group("globex".parse().unwrap())
+        ),
+        Err(Denied::NotSelf)
+    );
     // A device of the same id in another tenant is another device.
     assert_eq!(
         authorize(

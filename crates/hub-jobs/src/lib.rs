@@ -18,8 +18,12 @@
 //!   pushes `JobNotice`s to devices through `hub_core::JobNotifier`. [`JobService::wait_next`]
 //!   is the device's long poll (claim, or wait a bounded time for a job), without HTTP.
 //!
-//! The REST Job API (and its HTTP long-poll and event stream routes) and bulk rollouts are not
-//! built yet.
+//! - [`bulk`]: bulk jobs ([`BulkJobs`]): one job document for a device list or a group subtree
+//!   (continuous jobs reach devices that join later), rolled out at a fixed or exponentially
+//!   growing rate inside scheduling windows, aborted by failure criteria, with a summary of the
+//!   children per state. The rollout planner ([`bulk::plan`]) is pure and property-tested.
+//!
+//! The REST Job API (and its HTTP long-poll and event stream routes) is not built yet.
 //!
 //! ```
 //! use hub_core::JobState;
@@ -41,9 +45,11 @@
 //! assert!(find_transition(JobState::Rejected, CommandKind::Tick, JobState::Queued).is_none());
 //! ```
 
+pub mod bulk;
 pub mod machine;
 pub mod service;
 
+pub use bulk::{BulkConfig, BulkJob, BulkJobs, BulkSummary, CreateBulkJob, Targets};
 pub use hub_core;
 pub use machine::{
     Actor, Command, CommandKind, DeliveryPolicy, JobOptions, Outcome, TRANSITIONS, Transition,

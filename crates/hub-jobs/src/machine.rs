@@ -23,6 +23,7 @@
 //! | queued | cancel | controller | canceled | always |
 //! | queued | force_cancel | controller | canceled | always |
 //! | queued | remove | controller | removed | always |
+//! | queued | tick | timer | failed | due, and the stored options are unreadable: the job fails with the reason in its status details |
 //! | delivered | start | device | in_progress | current execution |
 //! | delivered | progress | device | in_progress | current execution; a step timeout moves the deadline to now + min(step, step_timeout_max) |
 //! | delivered | succeed | device | succeeded | current execution |
@@ -33,6 +34,7 @@
 //! | delivered | force_cancel | controller | canceled | always |
 //! | delivered | tick | timer | queued | the deadline has passed and attempts remain |
 //! | delivered | tick | timer | timed_out | the deadline has passed and no attempt remains |
+//! | delivered | tick | timer | failed | due, and the stored options are unreadable: the job fails with the reason in its status details |
 //! | in_progress | progress | device | in_progress | current execution; a step timeout moves the deadline to now + min(step, step_timeout_max) |
 //! | in_progress | succeed | device | succeeded | current execution |
 //! | in_progress | fail | device | queued | current execution and attempts remain: the failure is recorded and the job waits out the backoff |
@@ -42,6 +44,7 @@
 //! | in_progress | force_cancel | controller | canceled | always |
 //! | in_progress | tick | timer | queued | the deadline has passed and attempts remain |
 //! | in_progress | tick | timer | timed_out | the deadline has passed and no attempt remains |
+//! | in_progress | tick | timer | failed | due, and the stored options are unreadable: the job fails with the reason in its status details |
 //! | canceling | progress | device | canceling | current execution (the device has not seen the request yet) |
 //! | canceling | succeed | device | succeeded | current execution: the device finished first |
 //! | canceling | fail | device | failed | current execution; no retry after a cancel request |
@@ -50,6 +53,7 @@
 //! | canceling | refuse_cancel | device | cancel_rejected | current execution; the device goes on |
 //! | canceling | force_cancel | controller | canceled | always |
 //! | canceling | tick | timer | canceled | the deadline has passed without an answer |
+//! | canceling | tick | timer | failed | due, and the stored options are unreadable: the job fails with the reason in its status details |
 //! | cancel_rejected | progress | device | cancel_rejected | current execution; a step timeout moves the deadline |
 //! | cancel_rejected | succeed | device | succeeded | current execution |
 //! | cancel_rejected | fail | device | failed | current execution; no retry after a cancel request |
@@ -57,6 +61,7 @@
 //! | cancel_rejected | cancel | controller | canceling | the device is asked again |
 //! | cancel_rejected | force_cancel | controller | canceled | always |
 //! | cancel_rejected | tick | timer | timed_out | the deadline has passed; no retry after a cancel request |
+//! | cancel_rejected | tick | timer | failed | due, and the stored options are unreadable: the job fails with the reason in its status details |
 //! | succeeded | remove | controller | removed | always |
 //! | failed | remove | controller | removed | always |
 //! | rejected | remove | controller | removed | always |
@@ -98,6 +103,11 @@
 //!   is what the device would do next.
 //! - **Timer ticks** past the due time apply the row for the state; a `tick` before the due time
 //!   is a no-op, so clocks jumping back are harmless.
+//! - **Unreadable options.** A record whose stored options cannot be read (a bug or a foreign
+//!   writer) would refuse every command and, while due, be picked by every timer sweep first. The
+//!   first `tick` once it is due ends it `failed` (from any non-terminal state), with
+//!   `{"hub_error": "<reason>"}` as its status details and its options left as they were, so
+//!   it neither blocks its device's lane nor starves the other due jobs.
 
 use std::time::Duration;
 
@@ -499,6 +509,7 @@ const TIMEOUT_RETRY: &str = "the deadline has passed and attempts remain";
 const TIMEOUT_FINAL: &str = "the deadline has passed and no attempt remains";
 const ASK: &str = "the device is asked to cancel";
 const ALWAYS: &str = "always";
+const UNREADABLE: &str = "due, and the stored options are unreadable: the job fails with the reason in its status details";
 
 /// Every transition the machine makes. The module docs show this table.
 pub const TRANSITIONS: &[Transition] = &[
@@ -523,6 +534,7 @@ pub const TRANSITIONS: &[Transition] = &[
     row(S::Queued, K::Cancel, S::Canceled, ALWAYS),
     row(S::Queued, K::ForceCancel, S::Canceled, ALWAYS),
     row(S::Queued, K::Remove, S::Removed, ALWAYS),
+    row(S::Queued, K::Tick, S::Failed, UNREADABLE),
     row(S::Delivered, K::Start, S::InProgress, CURRENT),
     row(S::Delivered, K::Progress, S::InProgress, STEP),
     row(S::Delivered, K::Succeed, S::Succeeded, CURRENT),
@@ -538,6 +550,7 @@ pub const TRANSITIONS: &[Transition] = &[
     row(S::Delivered, K::ForceCancel, S::Canceled, ALWAYS),
     row(S::Delivered, K::Tick, S::Queued, TIMEOUT_RETRY),
     row(S::Delivered, K::Tick, S::TimedOut, TIMEOUT_FINAL),
+    row(S::Delivered, K::Tick, S::Failed, UNREADABLE),
     row(S::InProgress, K::Progress, S::InProgress, STEP),
     row(S::InProgress, K::Succeed, S::Succeeded, CURRENT),
     row(S::InProgress, K::Fail, S::Queued, FAIL_RETRY),
@@ -552,6 +565,7 @@ pub const TRANSITIONS: &[Transition] = &[
     row(S::InProgress, K::ForceCancel, S::Canceled, ALWAYS),
     row(S::InProgress, K::Tick, S::Queued, TIMEOUT_RETRY),
     row(S::InProgress, K::Tick, S::TimedOut, TIMEOUT_FINAL),
+    row(S::InProgress, K::Tick, S::Failed, UNREADABLE),
     row(
         S::Canceling,
         K::Progress,
@@ -585,6 +599,7 @@ pub const TRANSITIONS: &[Transition] = &[
         S::Canceled,
         "the deadline has passed without an answer",
     ),
+    row(S::Canceling, K::Tick, S::Failed, UNREADABLE),
     row(
         S::CancelRejected,
         K::Progress,
@@ -612,6 +627,7 @@ pub const TRANSITIONS: &[Transition] = &[
         S::TimedOut,
         "the deadline has passed; no retry after a cancel request",
     ),
+    row(S::CancelRejected, K::Tick, S::Failed, UNREADABLE),
     row(S::Succeeded, K::Remove, S::Removed, ALWAYS),
     row(S::Failed, K::Remove, S::Removed, ALWAYS),
     row(S::Rejected, K::Remove, S::Removed, ALWAYS),
@@ -801,7 +817,19 @@ pub fn apply(
             command: kind.as_str(),
         });
     }
-    let stored = StoredOptions::from_record(job)?;
+    let stored = match StoredOptions::from_record(job) {
+        Ok(stored) => stored,
+        // The timer needs no options to end a job that can no longer run; a tick with nothing
+        // due is a no-op as always.
+        Err(e) if kind == K::Tick => {
+            return if !job.state.is_terminal() && job.due_at.is_some_and(|d| d <= now) {
+                fail_unreadable(job, &e, now)
+            } else {
+                Ok(Outcome::Unchanged)
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let opts = stored.options;
     let mut machine = stored.machine;
     let from = job.state;
@@ -1004,6 +1032,45 @@ pub fn apply(
         events,
         notice,
         queue_released,
+    })))
+}
+
+/// Ends a due job whose options cannot be read: `failed`, the reason in its status details.
+fn fail_unreadable(
+    job: &JobRecord,
+    reason: &TransitionError,
+    now: Timestamp,
+) -> Result<Outcome, TransitionError> {
+    let from = job.state;
+    let to = S::Failed;
+    let transition = find_transition(from, K::Tick, to).ok_or(TransitionError::NotInTable {
+        from,
+        command: K::Tick.as_str(),
+        to,
+    })?;
+    let mut next = job.clone();
+    next.state = to;
+    next.due_at = None;
+    next.status_details = Some(serde_json::json!({ "hub_error": reason.to_string() }));
+    next.version = job.version.saturating_add(1);
+    next.updated_at = now;
+    let event = Event {
+        at: now,
+        group: job.group.clone(),
+        kind: EventKind::JobStateChanged {
+            job: job.id,
+            device: job.device.clone(),
+            from: Some(from),
+            to,
+            version: next.version,
+        },
+    };
+    Ok(Outcome::Changed(Box::new(Changed {
+        record: next,
+        transition,
+        events: vec![event],
+        notice: None,
+        queue_released: true,
     })))
 }
 

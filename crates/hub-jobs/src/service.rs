@@ -24,7 +24,10 @@
 //!   execution.
 //! - **Exclusive control.** While a controller holds the device's control lease
 //!   ([`JobService::acquire_control`]), other controllers' creations are refused with
-//!   [`ErrorKind::Conflict`].
+//!   [`ErrorKind::Conflict`]. The store checks the lease in the same atomic step as the insert
+//!   ([`JobStore::create_job_unless_controlled`]), so once `acquire_control` returns, every job
+//!   another controller managed to create is already in the device's queue for the holder to
+//!   see, and no further one gets in.
 //! - **Delivery policy** at creation (see [`DeliveryPolicy`]); only
 //!   [`PresenceState::Offline`] counts as offline.
 //! - **Timers.** The application calls [`JobService::tick`] periodically (for example every
@@ -41,9 +44,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hub_core::{
-    Action, BoxFuture, Clock, DeviceId, Error, ErrorKind, Event, EventKind, EventSink, GroupPath,
-    JobId, JobNotice, JobNotifier, JobState, PresenceQuery, PresenceState, Principal, Resource,
-    Result, TenantId, authorize,
+    Action, BoxFuture, BulkJobId, Clock, DeviceId, Error, ErrorKind, Event, EventKind, EventSink,
+    GroupPath, JobId, JobNotice, JobNotifier, JobState, PresenceQuery, PresenceState, Principal,
+    Resource, Result, TenantId, authorize,
 };
 use hub_store::{
     ControlLease, CreateOutcome, DEFAULT_LANE, JobFilter, JobRecord, JobStore, NewJob, Page,
@@ -264,6 +267,26 @@ impl JobService {
     /// offline or another controller took control in between (the store offers no lookup by
     /// idempotency key).
     pub async fn create(&self, principal: &Principal, req: CreateJob) -> Result<CreateOutcome> {
+        self.create_with(principal, req, None).await
+    }
+
+    /// [`JobService::create`] for a child of the bulk job `bulk` (its record names the bulk job,
+    /// so the bulk job's summary counts it).
+    pub async fn create_in_bulk(
+        &self,
+        principal: &Principal,
+        req: CreateJob,
+        bulk: BulkJobId,
+    ) -> Result<CreateOutcome> {
+        self.create_with(principal, req, Some(bulk)).await
+    }
+
+    async fn create_with(
+        &self,
+        principal: &Principal,
+        req: CreateJob,
+        bulk: Option<BulkJobId>,
+    ) -> Result<CreateOutcome> {
         authorize(
             principal,
             Action::CreateJob,
@@ -275,6 +298,8 @@ impl JobService {
         let tenant = req.group.tenant();
         let holder = principal.describe();
         let now = self.clock.now();
+        // A fast refusal before any wait for the device; the store checks again, atomically
+        // with the insert, so a lease granted from here on is never missed.
         if let Some(lease) = self.store.get_control(&tenant, &req.device, now).await?
             && lease.holder != holder
         {
@@ -291,21 +316,24 @@ impl JobService {
         let lane = req.lane.unwrap_or_else(|| DEFAULT_LANE.to_owned());
         let outcome = self
             .store
-            .create_job(NewJob {
-                id: JobId::new(now),
-                tenant: tenant.clone(),
-                device: req.device.clone(),
-                group: req.group.clone(),
-                lane: lane.clone(),
-                state: JobState::Queued,
-                document: req.document.clone(),
-                options,
-                idempotency_key: req.idempotency_key,
-                created_by: holder,
-                bulk: None,
-                created_at: now,
-                due_at,
-            })
+            .create_job_unless_controlled(
+                NewJob {
+                    id: JobId::new(now),
+                    tenant: tenant.clone(),
+                    device: req.device.clone(),
+                    group: req.group.clone(),
+                    lane: lane.clone(),
+                    state: JobState::Queued,
+                    document: req.document.clone(),
+                    options,
+                    idempotency_key: req.idempotency_key,
+                    created_by: holder,
+                    bulk,
+                    created_at: now,
+                    due_at,
+                },
+                now,
+            )
             .await?;
         let job = &outcome.job;
         if !outcome.created {
@@ -317,7 +345,11 @@ impl JobService {
                 &Resource::device(job.group.clone(), job.device.clone()),
             )
             .map_err(denied)?;
-            if job.device != req.device || job.lane != lane || job.document != req.document {
+            if job.device != req.device
+                || job.lane != lane
+                || job.document != req.document
+                || job.bulk != bulk
+            {
                 return Err(Error::conflict(
                     "the idempotency key was already used for a different job",
                 ));

@@ -138,6 +138,18 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// same idempotency key, returns that job with `created: false` and stores nothing.
     fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>>;
 
+    /// [`JobStore::create_job`], unless a holder other than the job's creator
+    /// ([`NewJob::created_by`]) has the device's control lease in force at `now`: then
+    /// [`Conflict`](hub_core::ErrorKind::Conflict) and nothing is stored. The lease check and the
+    /// insert are one atomic step against [`JobStore::acquire_control`]: a lease granted before
+    /// the creation refuses it, and a lease granted after it finds the job already stored. An
+    /// idempotent repeat (the key was used) returns the earlier job whoever holds the lease.
+    fn create_job_unless_controlled<'a>(
+        &'a self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<CreateOutcome>>;
+
     /// One job of a tenant.
     fn get_job<'a>(
         &'a self,
@@ -215,4 +227,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
         device: &'a DeviceId,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<ControlLease>>>;
+}
+
+/// The refusal of [`JobStore::create_job_unless_controlled`], worded alike on every backend.
+pub(crate) fn controlled(device: &DeviceId, until: Timestamp) -> hub_core::Error {
+    hub_core::Error::conflict(format!(
+        "device {device} is under another controller's exclusive control until {until}"
+    ))
 }

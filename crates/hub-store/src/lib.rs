@@ -12,6 +12,7 @@
 //! | [`AuditStore`] | the append-only audit log (who did what to which resource), queried by group subtree, removed only by retention |
 //! | [`ConfigStore`] | versioned device configuration documents (desired and reported), compare-and-set, copy onto a replacement unit, pruning |
 //! | [`ArtifactStore`] | content-addressed blobs per tenant (firmware, packages, backups), streamed in and out, SHA-256 verified, size limited |
+//! | [`BulkJobStore`] | bulk jobs (one job document for many devices): compare-and-set records and the devices that got their child job |
 //!
 //! Backends:
 //!
@@ -24,6 +25,8 @@
 //! The store does not enforce business rules (which job state may follow which: that is
 //! `hub-jobs`); it stores what it is told atomically, refuses a write whose expected version is
 //! stale, and validates sizes and values so that bad input never lands half-written.
+//!
+//! With feature `http`, [`http::MeasurementApi`] serves the measurement REST API.
 //!
 //! Every backend must pass the conformance kit (feature `conformance`):
 //! `hub_store::conformance::run_all(hub_store::conformance::factory(|| async { my_stores() })).await`.
@@ -40,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod artifacts;
 pub mod audit;
+pub mod bulk;
 pub mod config;
 pub mod credentials;
 pub mod jobs;
@@ -49,6 +53,8 @@ pub mod registry;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -59,6 +65,7 @@ mod validate;
 
 pub use artifacts::{ArtifactMeta, ArtifactStore};
 pub use audit::{AuditOutcome, AuditQuery, AuditRecord, AuditStore, NewAuditRecord};
+pub use bulk::{BulkJobRecord, BulkJobState, BulkJobStore, BulkTarget, NewBulkJob};
 pub use config::{ConfigDocument, ConfigKind, ConfigStore};
 pub use credentials::{
     AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
@@ -93,6 +100,8 @@ pub struct Stores {
     pub config: Arc<dyn ConfigStore>,
     /// Artifacts (content-addressed blobs).
     pub artifacts: Arc<dyn ArtifactStore>,
+    /// Bulk jobs and their targets.
+    pub bulk: Arc<dyn BulkJobStore>,
 }
 
 /// What an acknowledged write survives. Chosen by configuration; backends document how they keep
@@ -138,6 +147,14 @@ pub struct StoreLimits {
     /// The largest artifact, bytes.
     #[serde(default = "default_max_artifact_bytes")]
     pub max_artifact_bytes: u64,
+    /// The largest bulk job definition (or progress), serialized JSON bytes: the job document
+    /// plus the device list. Defaults to 1 MiB.
+    #[serde(default = "default_max_bulk_definition_bytes")]
+    pub max_bulk_definition_bytes: usize,
+}
+
+fn default_max_bulk_definition_bytes() -> usize {
+    1024 * 1024
 }
 
 fn default_grant_payload() -> usize {
@@ -161,6 +178,7 @@ impl Default for StoreLimits {
             max_config_bytes: default_max_config_bytes(),
             max_grant_payload_bytes: default_grant_payload(),
             max_artifact_bytes: default_max_artifact_bytes(),
+            max_bulk_definition_bytes: default_max_bulk_definition_bytes(),
         }
     }
 }

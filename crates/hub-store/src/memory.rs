@@ -15,7 +15,9 @@ use crate::credentials::{
     AccessKeyRecord, CredentialStore, Grant, GrantKind, GrantState, RefreshRecord, RefreshToken,
     RotateOutcome,
 };
-use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
+use crate::jobs::{
+    ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob, controlled,
+};
 use crate::measurements::{
     AggregateQuery, AggregateScope, AppendOutcome, Bucket, HOUR_MS, MeasurementStore, Point,
     SeriesName, SeriesPoints, bucket_start,
@@ -57,6 +59,7 @@ struct State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     pub(crate) artifacts: Arc<Mutex<crate::artifacts::memory::Blobs>>,
+    pub(crate) bulk: Arc<Mutex<crate::bulk::memory::BulkState>>,
     pub(crate) limits: StoreLimits,
 }
 
@@ -66,6 +69,7 @@ impl MemoryStore {
         Self {
             state: Arc::default(),
             artifacts: Arc::default(),
+            bulk: Arc::default(),
             limits,
         }
     }
@@ -80,7 +84,8 @@ impl MemoryStore {
             measurements: me.clone(),
             audit: me.clone(),
             config: me.clone(),
-            artifacts: me,
+            artifacts: me.clone(),
+            bulk: me,
         }
     }
 
@@ -387,6 +392,9 @@ impl RegistryStore for MemoryStore {
             for path in s.groups.keys().filter(|g| from.contains(g)) {
                 moved.push((path.clone(), validate::rebased(path, from, to)?));
             }
+            // Bulk jobs live behind their own lock, taken after the main one (as everywhere).
+            let mut bulk = self.bulk_lock();
+            let bulk_moves = bulk.rebase_plan(from, to)?;
             for (old, new) in moved {
                 if let Some(mut g) = s.groups.remove(&old) {
                     g.path = new.clone();
@@ -410,6 +418,7 @@ impl RegistryStore for MemoryStore {
             for j in s.jobs.values_mut().filter(|j| from.contains(&j.group)) {
                 j.group = validate::rebased(&j.group, from, to)?;
             }
+            bulk.apply_rebase(bulk_moves);
             s.groups
                 .get(to)
                 .cloned()
@@ -901,60 +910,85 @@ fn job_matches(job: &JobRecord, root: &GroupPath, filter: &JobFilter) -> bool {
         && filter.bulk.is_none_or(|b| job.bulk == Some(b))
 }
 
+impl MemoryStore {
+    /// Creates a job; with `unless_controlled_at`, refuses it while another holder's control
+    /// lease is in force then (under the same lock as the insert).
+    fn insert_job(
+        &self,
+        job: NewJob,
+        unless_controlled_at: Option<Timestamp>,
+    ) -> Result<CreateOutcome> {
+        validate::new_job(&job, &self.limits)?;
+        let mut s = self.lock();
+        if let Some(key) = &job.idempotency_key
+            && let Some(id) = s.idempotency.get(&(job.tenant.clone(), key.clone()))
+        {
+            let existing = s.jobs[id].clone();
+            return Ok(CreateOutcome {
+                job: existing,
+                created: false,
+            });
+        }
+        if let Some(now) = unless_controlled_at
+            && let Some(lease) = s.control.get(&device_key(&job.tenant, &job.device))
+            && lease.holder != job.created_by
+            && lease.until > now
+        {
+            return Err(controlled(&job.device, lease.until));
+        }
+        if s.jobs.contains_key(&job.id) {
+            return Err(Error::conflict(format!("job {} already exists", job.id)));
+        }
+        let seq = s
+            .job_seq
+            .entry(device_key(&job.tenant, &job.device))
+            .or_insert(0);
+        *seq += 1;
+        let record = JobRecord {
+            id: job.id,
+            tenant: job.tenant,
+            device: job.device,
+            group: job.group,
+            lane: job.lane,
+            seq: *seq,
+            state: job.state,
+            version: 1,
+            execution: 0,
+            attempts: 0,
+            document: job.document,
+            options: job.options,
+            idempotency_key: job.idempotency_key,
+            created_by: job.created_by,
+            bulk: job.bulk,
+            created_at: job.created_at,
+            updated_at: job.created_at,
+            due_at: job.due_at,
+            status_details: None,
+            result: None,
+        };
+        if let Some(key) = &record.idempotency_key {
+            s.idempotency
+                .insert((record.tenant.clone(), key.clone()), record.id);
+        }
+        s.jobs.insert(record.id, record.clone());
+        Ok(CreateOutcome {
+            job: record,
+            created: true,
+        })
+    }
+}
+
 impl JobStore for MemoryStore {
     fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
-        ready((|| {
-            validate::new_job(&job, &self.limits)?;
-            let mut s = self.lock();
-            if let Some(key) = &job.idempotency_key
-                && let Some(id) = s.idempotency.get(&(job.tenant.clone(), key.clone()))
-            {
-                let existing = s.jobs[id].clone();
-                return Ok(CreateOutcome {
-                    job: existing,
-                    created: false,
-                });
-            }
-            if s.jobs.contains_key(&job.id) {
-                return Err(Error::conflict(format!("job {} already exists", job.id)));
-            }
-            let seq = s
-                .job_seq
-                .entry(device_key(&job.tenant, &job.device))
-                .or_insert(0);
-            *seq += 1;
-            let record = JobRecord {
-                id: job.id,
-                tenant: job.tenant,
-                device: job.device,
-                group: job.group,
-                lane: job.lane,
-                seq: *seq,
-                state: job.state,
-                version: 1,
-                execution: 0,
-                attempts: 0,
-                document: job.document,
-                options: job.options,
-                idempotency_key: job.idempotency_key,
-                created_by: job.created_by,
-                bulk: job.bulk,
-                created_at: job.created_at,
-                updated_at: job.created_at,
-                due_at: job.due_at,
-                status_details: None,
-                result: None,
-            };
-            if let Some(key) = &record.idempotency_key {
-                s.idempotency
-                    .insert((record.tenant.clone(), key.clone()), record.id);
-            }
-            s.jobs.insert(record.id, record.clone());
-            Ok(CreateOutcome {
-                job: record,
-                created: true,
-            })
-        })())
+        ready(self.insert_job(job, None))
+    }
+
+    fn create_job_unless_controlled<'a>(
+        &'a self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<CreateOutcome>> {
+        ready(self.insert_job(job, Some(now)))
     }
 
     fn get_job<'a>(

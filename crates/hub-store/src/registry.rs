@@ -368,7 +368,7 @@ pub trait RegistryStore: Send + Sync + std::fmt::Debug + 'static {
         page: PageRequest,
     ) -> BoxFuture<'a, Result<Page<Device>>>;
     /// Moves (or renames) the group `from` with its whole subtree to `to`, in one atomic change:
-    /// every descendant group, and every device, user, OAuth client and job of the subtree gets
+    /// every descendant group, and every device, user, OAuth client, job and bulk job of the subtree gets
     /// its path rewritten with [`GroupPath::rebase`]. Moved groups get `updated_at = now`; moved
     /// devices and users get a new version and `updated_at = now`. Returns the group at `to`.
     ///

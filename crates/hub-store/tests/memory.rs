@@ -105,6 +105,7 @@ mod broken {
     pub(crate) fn stores(bug: Bug) -> Stores {
         let inner = MemoryStore::new(StoreLimits::default());
         let artifacts = std::sync::Arc::new(inner.clone());
+        let bulk = artifacts.clone();
         let me = std::sync::Arc::new(Broken { inner, bug });
         Stores {
             registry: me.clone(),
@@ -114,6 +115,7 @@ mod broken {
             audit: me.clone(),
             config: me,
             artifacts,
+            bulk,
         }
     }
 
@@ -423,6 +425,20 @@ mod broken {
             }
             Box::pin(async move {
                 let mut out = self.inner.create_job(job).await?;
+                out.job = self.seq(out.job);
+                Ok(out)
+            })
+        }
+        fn create_job_unless_controlled<'a>(
+            &'a self,
+            mut job: NewJob,
+            now: Timestamp,
+        ) -> BoxFuture<'a, Result<CreateOutcome>> {
+            if self.bug == Bug::IdempotencyKeyDropped {
+                job.idempotency_key = None;
+            }
+            Box::pin(async move {
+                let mut out = self.inner.create_job_unless_controlled(job, now).await?;
                 out.job = self.seq(out.job);
                 Ok(out)
             })

@@ -2030,6 +2030,7 @@ async fn a_schema_from_before_the_audit_log_is_migrated() {
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE refresh_tokens; \
              DROP TABLE grants; DROP TABLE oauth_clients; DROP TABLE users; \
              DROP TABLE artifact_chunks; DROP TABLE artifacts; \
+             DROP TABLE bulk_targets; DROP TABLE bulk_jobs; \
              UPDATE schema_version SET version = 2",
         )
         .await
@@ -2079,12 +2080,13 @@ async fn a_schema_from_before_the_identity_tables_is_upgraded_in_place() {
             .await
             .expect("tenant");
         // Turn it back into the schema of the release before: the identity migration is
-        // followed only by the artifacts migration, so drop the tables of both and step the
-        // version back by two.
+        // followed by the artifacts and bulk job migrations, so drop the tables of all three
+        // and step the version back by three.
         let raw = raw_client(&url, &schema).await;
         raw.batch_execute(
-            "DROP TABLE users, oauth_clients, grants, refresh_tokens, artifact_chunks, artifacts; \
-             UPDATE schema_version SET version = version - 2;",
+            "DROP TABLE users, oauth_clients, grants, refresh_tokens, artifact_chunks, artifacts, \
+             bulk_targets, bulk_jobs; \
+             UPDATE schema_version SET version = version - 3;",
         )
         .await
         .expect("downgrade");

@@ -392,7 +392,7 @@ async fn a_database_from_before_the_audit_log_is_migrated_and_keeps_its_data() {
         conn.execute_batch(
             "DROP TABLE audit_log; DROP TABLE config_documents; DROP TABLE users; \
              DROP TABLE oauth_clients; DROP TABLE grants; DROP TABLE refresh_tokens; \
-             DROP TABLE artifacts;",
+             DROP TABLE artifacts; DROP TABLE bulk_jobs; DROP TABLE bulk_targets;",
         )
         .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
@@ -466,8 +466,8 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
             .unwrap();
     }
     // Turn it back into the database of the release before: the identity migration is
-    // followed only by the artifacts migration, so drop the tables of both and step
-    // user_version back by two.
+    // followed by the artifacts and bulk job migrations, so drop the tables of all three and
+    // step user_version back by three.
     let current: i64 = {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let v: i64 = conn
@@ -475,10 +475,11 @@ async fn a_database_from_before_the_identity_tables_is_upgraded_in_place() {
             .unwrap();
         conn.execute_batch(
             "DROP TABLE users; DROP TABLE oauth_clients; DROP TABLE grants; \
-             DROP TABLE refresh_tokens; DROP TABLE artifacts;",
+             DROP TABLE refresh_tokens; DROP TABLE artifacts; DROP TABLE bulk_jobs; \
+             DROP TABLE bulk_targets;",
         )
         .unwrap();
-        conn.pragma_update(None, "user_version", v - 2).unwrap();
+        conn.pragma_update(None, "user_version", v - 3).unwrap();
         v
     };
     let store = SqliteStore::open(SqliteConfig::new(&path)).await.unwrap();

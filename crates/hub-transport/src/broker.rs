@@ -323,7 +323,10 @@ impl Broker {
             for m in undelivered.into_iter().rev() {
                 entry.offline.push_front(m);
             }
-            entry.offline.truncate(self.max_offline);
+            // Over the bound, the oldest go first, as for messages arriving while offline.
+            while entry.offline.len() > self.max_offline {
+                entry.offline.pop_front();
+            }
             return;
         }
         let old = s.sessions.remove(key).expect("present");

@@ -22,8 +22,8 @@ pub struct TransportConfig {
     /// Messages queued for a connected client beyond the in-flight window (default 256). A client
     /// whose queue is full is a slow consumer and is disconnected; other clients are unaffected.
     pub max_queued_messages: usize,
-    /// Messages kept for a disconnected persistent session, in memory (default 256). When full,
-    /// the oldest message is dropped.
+    /// QoS 1/2 messages kept for a disconnected persistent session, in memory (default 256).
+    /// When full, the oldest message is dropped. QoS 0 messages are not kept.
     pub max_offline_messages: usize,
     /// The longest session expiry granted to MQTT 5 clients, seconds (default 1 day). MQTT 3.1.1
     /// persistent sessions (clean session 0) get this expiry.

@@ -143,8 +143,9 @@ where
             conn.session.deadline().map_or(i64::MAX, |d| d.as_millis()),
             Ordering::Relaxed,
         );
+        // Unbiased: a client that publishes without pause must not starve its own deliveries
+        // (which would make it look like a slow consumer).
         tokio::select! {
-            biased;
             _ = handle.kick.cancelled() => conn.kicked(),
             r = rd.read_buf(&mut buf) => {
                 match r {
@@ -529,7 +530,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod size {
+pub(crate) mod size {
     use std::sync::Arc;
 
     use hub_core::{
@@ -540,7 +541,7 @@ mod size {
     use hub_store::memory::MemoryStore;
 
     #[derive(Debug)]
-    struct Nobody;
+    pub(crate) struct Nobody;
 
     impl Authenticator for Nobody {
         fn authenticate<'a>(
@@ -590,7 +591,7 @@ mod size {
         let tls_stream =
             std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>();
         let total = future_size - stream_size + tls_stream;
-        println!(
+        eprintln!(
             "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
              over TLS/TCP: about {total} bytes inline (TlsStream itself: {tls_stream} bytes)"
         );
@@ -598,5 +599,27 @@ mod size {
             future_size - stream_size < 1536,
             "the connection future grew to {future_size} bytes"
         );
+    }
+}
+
+#[cfg(test)]
+mod slot {
+    use std::sync::Arc;
+
+    use hub_core::{DeviceJobs, DevicePrincipal, ErrorKind, Principal};
+
+    use crate::DeviceJobsSlot;
+
+    #[tokio::test]
+    async fn an_unbound_slot_answers_unavailable_then_delegates() {
+        let slot = DeviceJobsSlot::new();
+        let device = Principal::Device(DevicePrincipal {
+            id: "pump-7".parse().unwrap(),
+            group: "acme/plant-1".parse().unwrap(),
+        });
+        let e = slot.next_job(&device, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        slot.set(Arc::new(super::size::Nobody));
+        assert_eq!(slot.next_job(&device, None).await.unwrap(), None);
     }
 }

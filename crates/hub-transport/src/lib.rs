@@ -9,16 +9,18 @@
 //!   ways, flow control, will, slow-consumer policy).
 //! - the broker (internal): subscriptions with `+` and `#`, retained messages, persistent
 //!   sessions (in memory), topic access control per tenant, and the hub's own topics mapped onto
-//!   [`DeviceJobs`](hub_core::DeviceJobs) and [`MeasurementStore`](hub_store::MeasurementStore).
+//!   [`DeviceJobs`] and [`MeasurementStore`].
 //! - presence: connect, disconnect and last-seen [`Event`](hub_core::Event)s; [`Transport`]
-//!   implements [`PresenceQuery`](hub_core::PresenceQuery) and
-//!   [`JobNotifier`](hub_core::JobNotifier).
+//!   implements [`PresenceQuery`] and
+//!   [`JobNotifier`].
 //! - the listener: rustls (aws-lc-rs, TLS 1.3, 1.2 by configuration) on tokio with a socket
 //!   tuning profile, a TLS handshake timeout, accept-rate limiting, a connection cap, one shared
 //!   keep-alive sweep, and a graceful drain on shutdown.
+//! - `ws` (feature `http`): MQTT over WebSocket/TLS, `GET /mqtt` with subprotocol `mqtt`.
+//! - `https` (feature `http`): the TLS listener the Web API is served on.
 //!
-//! It does not check credentials (it calls [`Authenticator`](hub_core::Authenticator)), decide
-//! job semantics (it calls [`DeviceJobs`](hub_core::DeviceJobs)), nor store anything itself.
+//! It does not check credentials (it calls [`Authenticator`]), decide
+//! job semantics (it calls [`DeviceJobs`]), nor store anything itself.
 //!
 //! ## Topics
 //!
@@ -72,6 +74,11 @@ pub mod codec;
 pub mod config;
 pub mod session;
 pub mod tls;
+
+#[cfg(feature = "http")]
+pub mod https;
+#[cfg(feature = "http")]
+pub mod ws;
 
 mod broker;
 mod driver;
@@ -219,6 +226,77 @@ impl Transport {
         listener::serve(self.inner.clone(), listener, tls, shutdown).await
     }
 
+    /// MQTT over WebSocket (feature `http`): a router with `GET /mqtt` (subprotocol `mqtt`) for
+    /// the application to merge into its HTTPS server. Its sessions share this transport's
+    /// broker, limits, presence and drain.
+    #[cfg(feature = "http")]
+    pub fn router(&self) -> axum::Router {
+        ws::router(self.inner.clone())
+    }
+
+    /// The OpenAPI description of exactly the routes [`Transport::router`] mounts.
+    #[cfg(feature = "http")]
+    pub fn openapi() -> utoipa::openapi::OpenApi {
+        ws::openapi()
+    }
+
+    /// Serves [`Transport::router`] over TLS on its own listener (feature `http`), with the same
+    /// accept-rate limit, connection cap, socket profile, handshake timeout and drain as
+    /// [`Transport::serve`]. Use it when WebSocket devices get their own port; otherwise merge
+    /// the router into the application's server.
+    #[cfg(feature = "http")]
+    pub async fn serve_websocket(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        listener::serve_with(
+            self.inner.clone(),
+            listener,
+            tls,
+            shutdown,
+            move |inner, tls| {
+                let router = router.clone();
+                async move {
+                    let _ = inner;
+                    ws_serve_connection(router, tls).await;
+                }
+            },
+        )
+        .await
+    }
+
+    /// Runs the shared keep-alive sweep and the expiry of stored sessions until `shutdown` is
+    /// cancelled. [`serve`](Transport::serve) and `serve_websocket` run it themselves; call it
+    /// when the only entry point is the WebSocket [`router`](Transport::router) merged into the
+    /// application's own server.
+    pub async fn maintain(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let every = config::TransportConfig::ms(self.inner.config.sweep_interval_ms.max(10));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    let now = self.inner.clock.now();
+                    self.inner.sweep.run(now);
+                    self.inner.broker.expire(now);
+                }
+            }
+        }
+    }
+
+    /// Tells every open session the server is shutting down (MQTT 5: DISCONNECT 0x8B) and closes
+    /// it. `serve` does this itself when its shutdown token is cancelled; call it to drain
+    /// sessions that came through the merged WebSocket router.
+    pub fn disconnect_all(&self) {
+        self.inner
+            .sweep
+            .kick_all(codec::reason::SERVER_SHUTTING_DOWN);
+    }
+
     /// This transport as the job service's notifier.
     pub fn notifier(&self) -> Arc<dyn JobNotifier> {
         Arc::new(self.clone())
@@ -257,6 +335,90 @@ impl JobNotifier for Transport {
             NotifyOutcome::Sent
         } else {
             NotifyOutcome::NotConnected
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+async fn ws_serve_connection(
+    router: axum::Router,
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+        .with_upgrades()
+        .await;
+}
+
+/// A [`DeviceJobs`] bound after the transport is built, for the one cycle in the wiring: the job
+/// service needs the transport's [`notifier`](Transport::notifier) and
+/// [`presence_query`](Transport::presence_query) to be built, and the transport needs the job
+/// service's [`DeviceJobs`]. Until [`set`](DeviceJobsSlot::set) is called, devices asking for jobs
+/// are answered "unavailable".
+///
+/// ```no_run
+/// # fn wire(
+/// #     auth: std::sync::Arc<dyn hub_core::Authenticator>,
+/// #     stores: hub_store::Stores,
+/// #     make_job_service: impl FnOnce(
+/// #         std::sync::Arc<dyn hub_core::JobNotifier>,
+/// #         std::sync::Arc<dyn hub_core::PresenceQuery>,
+/// #     ) -> std::sync::Arc<dyn hub_core::DeviceJobs>,
+/// # ) {
+/// use std::sync::Arc;
+/// use hub_transport::{DeviceJobsSlot, Transport};
+///
+/// let slot = Arc::new(DeviceJobsSlot::new());
+/// let transport =
+///     Transport::builder(auth, slot.clone(), stores.measurements, stores.registry).build();
+/// let jobs = make_job_service(transport.notifier(), transport.presence_query());
+/// slot.set(jobs);
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct DeviceJobsSlot(std::sync::OnceLock<Arc<dyn DeviceJobs>>);
+
+impl DeviceJobsSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Binds the job service; later calls are ignored (the first binding stays).
+    pub fn set(&self, jobs: Arc<dyn DeviceJobs>) {
+        let _ = self.0.set(jobs);
+    }
+
+    fn get(&self) -> Result<&Arc<dyn DeviceJobs>, hub_core::Error> {
+        self.0
+            .get()
+            .ok_or_else(|| hub_core::Error::unavailable("the job service is not ready yet"))
+    }
+}
+
+impl DeviceJobs for DeviceJobsSlot {
+    fn next_job<'a>(
+        &'a self,
+        device: &'a hub_core::Principal,
+        lane: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<hub_core::DeviceJob>, hub_core::Error>> {
+        match self.get() {
+            Ok(jobs) => jobs.next_job(device, lane),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn report<'a>(
+        &'a self,
+        device: &'a hub_core::Principal,
+        job: &'a hub_core::JobId,
+        execution: u32,
+        report: hub_core::DeviceReport,
+    ) -> BoxFuture<'a, Result<hub_core::DeviceJob, hub_core::Error>> {
+        match self.get() {
+            Ok(jobs) => jobs.report(device, job, execution, report),
+            Err(e) => Box::pin(async move { Err(e) }),
         }
     }
 }

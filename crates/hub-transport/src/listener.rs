@@ -75,6 +75,24 @@ pub(crate) async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(inner, listener, tls, shutdown, |inner, tls| async move {
+        crate::driver::run_connection(inner, tls, "mqtt-tls").await;
+    })
+    .await
+}
+
+/// The accept loop, running `handle` on each connection after its TLS handshake.
+pub(crate) async fn serve_with<F, Fut>(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    handle: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Arc<Inner>, tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tracker = TaskTracker::new();
     let cfg: &TransportConfig = &inner.config;
@@ -120,11 +138,12 @@ pub(crate) async fn serve(
         inner.connections.fetch_add(1, Ordering::Relaxed);
         let inner = inner.clone();
         let acceptor = acceptor.clone();
+        let handle = handle.clone();
         tracker.spawn(async move {
             if let Ok(Ok(tls)) =
                 tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
             {
-                crate::driver::run_connection(inner.clone(), tls, "mqtt-tls").await;
+                handle(inner.clone(), tls).await;
             }
             inner.connections.fetch_sub(1, Ordering::Relaxed);
         });

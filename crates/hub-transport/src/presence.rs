@@ -165,3 +165,71 @@ impl PresenceTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hub_core::{EventKind, PresenceState, RecordedEvents, Timestamp};
+
+    use super::*;
+
+    fn t(s: u64) -> Timestamp {
+        Timestamp::EPOCH.saturating_add(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn presence_follows_sessions_and_grace_periods() {
+        let events = Arc::new(RecordedEvents::new());
+        let table = PresenceTable::new(
+            LivenessPolicy::default(),
+            "node-a".parse().unwrap(),
+            events.clone(),
+        );
+        let group: GroupPath = "acme/plant-1".parse().unwrap();
+        let tenant = group.tenant();
+        let dev: DeviceId = "pump-7".parse().unwrap();
+        assert_eq!(
+            table.presence(&tenant, &dev, t(0)).state,
+            PresenceState::Offline
+        );
+        table.connected(&group, &dev, "mqtt-tls", t(0));
+        let p = table.presence(&tenant, &dev, t(10));
+        assert_eq!(p.state, PresenceState::Online);
+        assert_eq!(p.node.as_ref().map(|n| n.as_str()), Some("node-a"));
+        // Silent past the stale grace period while connected: stale.
+        assert_eq!(
+            table.presence(&tenant, &dev, t(100)).state,
+            PresenceState::Stale
+        );
+        // Traffic makes it online again; DeviceSeen is throttled to one per stale/3.
+        table.seen(&group, &dev, t(100));
+        table.seen(&group, &dev, t(101));
+        assert_eq!(
+            table.presence(&tenant, &dev, t(110)).state,
+            PresenceState::Online
+        );
+        table.disconnected(&group, &dev, hub_core::DisconnectReason::Graceful, t(120));
+        let p = table.presence(&tenant, &dev, t(130));
+        assert_eq!(p.state, PresenceState::Stale, "just disconnected");
+        assert_eq!(p.node, None);
+        assert_eq!(
+            table.presence(&tenant, &dev, t(500)).state,
+            PresenceState::Offline
+        );
+        let kinds: Vec<&'static str> = events
+            .take()
+            .iter()
+            .map(|e| match e.kind {
+                EventKind::DeviceConnected { .. } => "connected",
+                EventKind::DeviceSeen { .. } => "seen",
+                EventKind::DeviceDisconnected { .. } => "disconnected",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["connected", "seen", "disconnected"]);
+        // Other tenants do not share presence.
+        let other: TenantId = "globex".parse().unwrap();
+        assert!(!table.is_connected(&other, &dev));
+    }
+}

@@ -22,10 +22,15 @@ fn have_paho() -> bool {
 }
 
 async fn scenario(hub: &Hub, name: &str) -> serde_json::Value {
+    let port = if name.starts_with("ws") {
+        hub.ws_port
+    } else {
+        hub.port
+    };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paho_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(script)
-        .args(["127.0.0.1", &hub.port.to_string()])
+        .args(["127.0.0.1", &port.to_string()])
         .arg(&hub.ca)
         .arg(name)
         .kill_on_drop(true)
@@ -97,4 +102,26 @@ async fn a_will_is_published_when_asked_for() {
     let r = scenario(&hub, "will").await;
     assert_eq!(r["messages"][0]["topic"], "devices/pump-7/status");
     assert_eq!(r["messages"][0]["payload"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_websocket_with_tls_works_for_both_protocols() {
+    if !have_paho() {
+        return;
+    }
+    let hub = Hub::start(TransportConfig::default()).await;
+    for name in ["ws5", "ws311"] {
+        let r = scenario(&hub, name).await;
+        assert_eq!(r["connack"]["rc"], 0, "{name}");
+        assert_eq!(r["granted"], serde_json::json!([1]), "{name}");
+        assert_eq!(r["received_len"], 20000, "{name}");
+    }
+    assert!(hub.events.take().iter().any(|e| matches!(&e.kind, hub_core::EventKind::DeviceConnected { protocol, .. } if protocol == "mqtt-wss")));
+}
+
+#[test]
+fn the_openapi_description_names_the_upgrade_route() {
+    let doc = hub_transport::Transport::openapi();
+    let json = serde_json::to_value(&doc).unwrap();
+    assert!(json["paths"]["/mqtt"]["get"]["responses"]["101"].is_object());
 }

@@ -16,8 +16,11 @@ HOST, PORT, CAFILE, SCENARIO = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.a
 GUARD = 20
 
 
-def client(user, password, client_id, protocol=mqtt.MQTTv5):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+def client(user, password, client_id, protocol=mqtt.MQTTv5, transport="tcp"):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                    transport=transport)
+    if transport == "websockets":
+        c.ws_set_options(path="/mqtt")
     c.tls_set(ca_certs=CAFILE)
     c.username_pw_set(user, password)
     c.connected = threading.Event()
@@ -143,4 +146,17 @@ elif SCENARIO == "will":
     stop(dev, ReasonCode(PacketTypes.DISCONNECT, identifier=4))
     out["messages"] = wait_messages(watcher, 1)
     stop(watcher)
+elif SCENARIO in ("ws5", "ws311"):
+    protocol = mqtt.MQTTv5 if SCENARIO == "ws5" else mqtt.MQTTv311
+    dev = client("pump-7", "hk_pump7_secret", "pump-7-ws", protocol, transport="websockets")
+    start(dev)
+    out["connack"] = dev.connack
+    out["granted"] = subscribe(dev, "devices/pump-7/ws", 1)
+    # A payload larger than one pipe buffer crosses several WebSocket frames.
+    big = "x" * 20000
+    info = dev.publish("devices/pump-7/ws", big, qos=1)
+    info.wait_for_publish(GUARD)
+    msgs = wait_messages(dev, 1)
+    out["received_len"] = len(msgs[0]["payload"]) if msgs else 0
+    stop(dev)
 print(json.dumps(out))

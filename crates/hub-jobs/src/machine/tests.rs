@@ -489,6 +489,51 @@ fn removal_of_active_jobs_is_refused_and_removal_is_idempotent() {
     );
 }
 
+// ---- unreadable options ----------------------------------------------------------------------
+
+/// A record in `state`, due at `at(0)`, whose options no longer parse.
+fn unreadable(state: JobState) -> JobRecord {
+    let mut j = job();
+    j.state = state;
+    j.execution = u32::from(state != JobState::Queued);
+    j.options = json!({"options": "garbage"});
+    j.due_at = Some(at(0));
+    j
+}
+
+#[test]
+fn a_due_job_with_unreadable_options_fails_with_the_reason_and_leaves_the_timer() {
+    for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+        let j = unreadable(state);
+        // Not due yet: nothing to do.
+        assert_eq!(
+            apply(&j, Actor::Timer, &Command::Tick, None, at(-1)).unwrap(),
+            Outcome::Unchanged
+        );
+        // Device and controller commands are still refused: only the timer ends it.
+        let claim = apply(&j, Actor::Device, &Command::Claim, None, at(1)).unwrap_err();
+        assert_eq!(claim.kind(), ErrorKind::Internal, "{state}");
+
+        let c = changed(apply(&j, Actor::Timer, &Command::Tick, None, at(1)).unwrap());
+        assert_eq!(c.record.state, JobState::Failed, "{state}");
+        assert_eq!(c.record.due_at, None, "a failed job leaves the timer's set");
+        assert_eq!(c.record.version, j.version + 1);
+        assert_eq!(c.record.options, j.options, "the evidence is kept");
+        let reason = c.record.status_details.as_ref().unwrap()["hub_error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(reason.contains("unreadable"), "{reason}");
+        assert!(c.queue_released, "the device's lane moves on");
+        assert_eq!(c.events.len(), 1);
+        // Once failed, further ticks change nothing.
+        assert_eq!(
+            apply(&c.record, Actor::Timer, &Command::Tick, None, at(2)).unwrap(),
+            Outcome::Unchanged
+        );
+    }
+}
+
 // ---- every row of the table is reachable ------------------------------------------------------
 
 fn all_commands() -> Vec<Command> {
@@ -604,6 +649,13 @@ fn every_row_of_the_table_is_reachable() {
             next.dedup_by(|a, b| a.0.state == b.0.state && a.0.attempts == b.0.attempts);
             next.truncate(400);
             frontier = next;
+        }
+    }
+    // Records with unreadable options, due, in every non-terminal state.
+    for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+        let j = unreadable(state);
+        if let Ok(Outcome::Changed(c)) = apply(&j, Actor::Timer, &Command::Tick, None, at(1)) {
+            hit.insert((j.state, CommandKind::Tick, c.record.state));
         }
     }
     for t in TRANSITIONS {

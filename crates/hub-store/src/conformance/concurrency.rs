@@ -462,3 +462,72 @@ pub(super) async fn control(factory: StoresFactory) {
         // The lease lapses at now + 500; the next round starts at now + 1000.
     }
 }
+
+pub(super) async fn control_vs_create(factory: StoresFactory) {
+    let jobs = factory().await.jobs;
+    for round in 0..4u64 {
+        let device = format!("pump-{round}");
+        let now = T0 + 1000 * round as i64;
+        let mut set = JoinSet::new();
+        // Creators by bob, with a lease taken by alice in their midst.
+        for racer in 0..RACERS as u64 {
+            let (j, d) = (jobs.clone(), device.clone());
+            set.spawn(async move {
+                let (jobs, device) = (j, d);
+                let mut job = new_job(job_id(now, round * 100 + racer), &device, "acme/p", now);
+                job.created_by = "bob".to_owned();
+                let id = job.id;
+                (
+                    Some(id),
+                    jobs.create_job_unless_controlled(job, ts(now))
+                        .await
+                        .map(|o| vec![o.job.id]),
+                )
+            });
+            if racer == RACERS as u64 / 2 {
+                let (jobs, device) = (jobs.clone(), device.clone());
+                set.spawn(async move {
+                    let lease = jobs
+                        .acquire_control(
+                            &tenant("acme"),
+                            &dev(&device),
+                            "alice",
+                            ts(now + 500),
+                            ts(now),
+                        )
+                        .await;
+                    assert!(lease.is_ok(), "alice takes the free device: {lease:?}");
+                    // What the holder sees right after the grant.
+                    let seen = jobs
+                        .queue_head(&tenant("acme"), &dev(&device), DEFAULT_LANE, 1000)
+                        .await
+                        .map(|h| h.into_iter().map(|j| j.id).collect::<Vec<_>>());
+                    (None, seen)
+                });
+            }
+        }
+        let results = join_all(set, "create_job_unless_controlled vs acquire_control").await;
+        let mut seen_by_holder = None;
+        let mut created = BTreeSet::new();
+        for (id, r) in results {
+            match (id, r) {
+                (None, r) => seen_by_holder = Some(ok(r, "queue_head after the grant")),
+                (Some(_), Ok(ids)) => created.extend(ids),
+                (Some(id), Err(e)) => assert_eq!(
+                    e.kind(),
+                    ErrorKind::Conflict,
+                    "round {round}: creation {id} may only be refused by the lease: {e}"
+                ),
+            }
+        }
+        let seen: BTreeSet<_> = seen_by_holder
+            .expect("the acquirer ran")
+            .into_iter()
+            .collect();
+        assert_eq!(
+            created, seen,
+            "round {round}: every creation that succeeded was stored before the lease was \
+             granted (the holder saw it), and none was stored after"
+        );
+    }
+}

@@ -838,3 +838,117 @@ pub(super) async fn control_leases(factory: StoresFactory) {
         "pump-2's lease is untouched"
     );
 }
+
+pub(super) async fn conditional_create(factory: StoresFactory) {
+    let jobs = factory().await.jobs;
+    let (acme, pump) = (tenant("acme"), dev("pump-1"));
+    let t = |d: i64| ts(T0 + d);
+    let by = |n: u64, who: &str| {
+        let mut j = new_job(job_id(T0, n), "pump-1", "acme/plant-1", T0);
+        j.created_by = who.to_owned();
+        j
+    };
+    let head = |jobs: Arc<dyn JobStore>| async move {
+        job_ids(&ok(
+            jobs.queue_head(&tenant("acme"), &dev("pump-1"), DEFAULT_LANE, 100)
+                .await,
+            "queue_head",
+        ))
+    };
+
+    let free = ok(
+        jobs.create_job_unless_controlled(by(1, "bob"), t(0)).await,
+        "create_job_unless_controlled without a lease",
+    );
+    assert!(free.created, "nobody holds the device: the job is created");
+
+    ok(
+        jobs.acquire_control(&acme, &pump, "alice", t(100), t(0))
+            .await,
+        "acquire_control",
+    );
+    expect_kind(
+        jobs.create_job_unless_controlled(by(2, "bob"), t(50)).await,
+        ErrorKind::Conflict,
+        "create_job_unless_controlled while another holder's lease runs",
+    );
+    assert_eq!(
+        head(jobs.clone()).await,
+        vec![job_id(T0, 1)],
+        "a refused creation stores nothing"
+    );
+    let own = ok(
+        jobs.create_job_unless_controlled(by(3, "alice"), t(50))
+            .await,
+        "create_job_unless_controlled by the lease holder",
+    );
+    assert!(own.created, "the holder's own jobs are created");
+    assert!(
+        own.job.seq > free.job.seq,
+        "a refused creation leaves the queue order intact"
+    );
+    let other = ok(
+        jobs.create_job_unless_controlled(
+            NewJob {
+                device: dev("pump-2"),
+                ..by(4, "bob")
+            },
+            t(50),
+        )
+        .await,
+        "create_job_unless_controlled for another device",
+    );
+    assert!(other.created, "a lease covers only its own device");
+
+    // An idempotent repeat answers with the earlier job whoever holds the lease now.
+    let mut keyed = by(5, "bob");
+    keyed.idempotency_key = Some("bob-1".into());
+    jobs.release_control(&acme, &pump, "alice")
+        .await
+        .expect("release_control");
+    let first = ok(
+        jobs.create_job_unless_controlled(keyed.clone(), t(60))
+            .await,
+        "create_job_unless_controlled with a key",
+    );
+    assert!(first.created);
+    ok(
+        jobs.acquire_control(&acme, &pump, "alice", t(200), t(60))
+            .await,
+        "acquire_control again",
+    );
+    let again = ok(
+        jobs.create_job_unless_controlled(
+            NewJob {
+                id: job_id(T0, 6),
+                ..keyed
+            },
+            t(70),
+        )
+        .await,
+        "create_job_unless_controlled repeating a used key under another's lease",
+    );
+    assert_eq!(
+        (again.created, again.job),
+        (false, first.job),
+        "a used key returns the earlier job"
+    );
+
+    // A lapsed lease refuses nothing.
+    let late = ok(
+        jobs.create_job_unless_controlled(by(7, "bob"), t(200))
+            .await,
+        "create_job_unless_controlled once the lease lapsed",
+    );
+    assert!(late.created, "a lease is in force only before its `until`");
+    // The plain creation ignores leases, as before.
+    ok(
+        jobs.acquire_control(&acme, &pump, "alice", t(400), t(300))
+            .await,
+        "acquire_control",
+    );
+    assert!(
+        ok(jobs.create_job(by(8, "bob")).await, "create_job").created,
+        "create_job does not look at leases"
+    );
+}

@@ -3,7 +3,8 @@
 //! Every backend of the storage traits ([`RegistryStore`](crate::RegistryStore),
 //! [`CredentialStore`](crate::CredentialStore), [`JobStore`](crate::JobStore),
 //! [`MeasurementStore`](crate::MeasurementStore), [`AuditStore`](crate::AuditStore),
-//! [`ConfigStore`](crate::ConfigStore), [`ArtifactStore`](crate::ArtifactStore)) must pass
+//! [`ConfigStore`](crate::ConfigStore), [`ArtifactStore`](crate::ArtifactStore),
+//! [`BulkJobStore`](crate::BulkJobStore)) must pass
 //! this kit: the in-memory reference, SQLite, PostgreSQL, and any backend an integrator brings.
 //! The trait documentation is the specification; each [`Check`] turns part of it into assertions that fail with a message
 //! naming what was expected and what the backend did.
@@ -11,7 +12,7 @@
 //! The kit has three parts:
 //!
 //! - **Contract checks** (`registry_*`, `credentials_*`, `jobs_*`, `measurements_*`,
-//!   `audit_*`, `config_*`, `artifacts_*`): fixed scenarios with hand-computed answers,
+//!   `audit_*`, `config_*`, `artifacts_*`, `bulk_*`): fixed scenarios with hand-computed answers,
 //!   including the traps backends fall into (string prefixes instead of whole group segments, hourly rollups that double count a duplicate or
 //!   align buckets to the query instead of the epoch, half-stored batches, leases that never
 //!   lapse, queues ordered by id instead of creation order).
@@ -138,6 +139,7 @@ use crate::{Page, PageRequest, StoreLimits, Stores};
 
 mod artifacts;
 mod audit;
+mod bulk;
 mod concurrency;
 mod config;
 mod credentials;
@@ -216,6 +218,7 @@ pub fn checks() -> Vec<Check> {
         check!("jobs_due", jobs::due),
         check!("jobs_list_and_count", jobs::list_and_count),
         check!("jobs_control_leases", jobs::control_leases),
+        check!("jobs_conditional_create", jobs::conditional_create),
         check!("concurrency_update_race", concurrency::update_race),
         check!("concurrency_claimers", concurrency::claimers),
         check!("concurrency_seq", concurrency::seq),
@@ -223,6 +226,10 @@ pub fn checks() -> Vec<Check> {
         check!("concurrency_append", concurrency::append),
         check!("concurrency_registry", concurrency::registry),
         check!("concurrency_control", concurrency::control),
+        check!(
+            "concurrency_control_vs_create",
+            concurrency::control_vs_create
+        ),
         check!("measurements_append", measurements::append),
         check!("measurements_read_range", measurements::read_range),
         check!("measurements_aggregate", measurements::aggregate),
@@ -264,6 +271,11 @@ pub fn checks() -> Vec<Check> {
             "credentials_device_deletion",
             credentials::device_deletion_removes_keys
         ),
+        check!("bulk_create_get_list", bulk::create_get_list),
+        check!("bulk_update_and_targets", bulk::update_and_targets),
+        check!("bulk_due", bulk::due),
+        check!("concurrency_bulk_update", bulk::concurrent_updates),
+        check!("bulk_move_group", bulk::move_group),
     ]
 }
 

@@ -13,7 +13,9 @@ use super::{
     PostgresStore, below_pattern, col, corrupt, db_error, execute, json_text, parse_cursor,
     parse_json, query, query_opt, to_i64, to_u64, ts,
 };
-use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
+use crate::jobs::{
+    ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob, controlled,
+};
 use crate::{Page, PageRequest, validate};
 
 const JOB_COLS: &str = "id, tenant, device, group_path, lane, seq, state, version, execution, \
@@ -112,78 +114,133 @@ async fn by_idempotency_key<C: deadpool_postgres::GenericClient>(
         .transpose()
 }
 
-impl JobStore for PostgresStore {
-    fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
-        Box::pin(async move {
-            validate::new_job(&job, &self.limits)?;
-            let document = json_text(&job.document)?;
-            let options = json_text(&job.options)?;
-            let mut c = self.client().await?;
-            if let Some(existing) = by_idempotency_key(&c, &job).await? {
-                return Ok(CreateOutcome {
-                    job: existing,
-                    created: false,
-                });
-            }
-            let tx = c.transaction().await.map_err(db_error)?;
-            // The queue row's lock orders concurrent creators of one device's jobs, so `seq`
-            // is strictly increasing in commit order and has no gaps (a failed insert rolls the
-            // bump back).
-            let seq_row = query_opt(
+/// Takes the transaction-scoped lock that orders a device's lease grants against its
+/// conditional job creations: without it a creation that found no lease row could commit after
+/// a lease inserted meanwhile was granted.
+async fn lock_control<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    tenant: &TenantId,
+    device: &DeviceId,
+) -> Result<()> {
+    execute(
+        c,
+        "SELECT pg_advisory_xact_lock(hashtext('hub-store control:' || $1 || '/' || $2))",
+        &[&tenant.as_str(), &device.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Creates a job; with `unless_controlled_at`, refuses it while another holder's control
+    /// lease is in force then, checked in the insert's transaction under [`lock_control`].
+    async fn insert_job(
+        &self,
+        job: NewJob,
+        unless_controlled_at: Option<Timestamp>,
+    ) -> Result<CreateOutcome> {
+        validate::new_job(&job, &self.limits)?;
+        let document = json_text(&job.document)?;
+        let options = json_text(&job.options)?;
+        let mut c = self.client().await?;
+        if let Some(existing) = by_idempotency_key(&c, &job).await? {
+            return Ok(CreateOutcome {
+                job: existing,
+                created: false,
+            });
+        }
+        let tx = c.transaction().await.map_err(db_error)?;
+        if let Some(now) = unless_controlled_at {
+            lock_control(&tx, &job.tenant, &job.device).await?;
+            let lease = query_opt(
                 &tx,
-                "INSERT INTO job_queues (tenant, device, last_seq) VALUES ($1, $2, 1) \
-                 ON CONFLICT (tenant, device) DO UPDATE SET last_seq = job_queues.last_seq + 1 \
-                 RETURNING last_seq",
-                &[&job.tenant.as_str(), &job.device.as_str()],
-            )
-            .await?
-            .ok_or_else(|| Error::internal("the job queue row was not returned"))?;
-            let seq: i64 = col(&seq_row, "last_seq")?;
-            let sql = format!(
-                "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, 0, $8, \
-                 $9, $10, $11, $12, $13, $13, $14, NULL, NULL) \
-                 ON CONFLICT DO NOTHING RETURNING {JOB_COLS}"
-            );
-            let inserted = query_opt(
-                &tx,
-                &sql,
+                "SELECT holder, until FROM control_leases \
+                     WHERE tenant = $1 AND device = $2 AND until > $3 AND holder <> $4",
                 &[
-                    &job.id.as_uuid(),
                     &job.tenant.as_str(),
                     &job.device.as_str(),
-                    &job.group.as_str(),
-                    &job.lane,
-                    &seq,
-                    &job.state.as_str(),
-                    &document,
-                    &options,
-                    &job.idempotency_key,
+                    &now.as_millis(),
                     &job.created_by,
-                    &job.bulk.map(|b| b.as_uuid()),
-                    &job.created_at.as_millis(),
-                    &job.due_at.map(Timestamp::as_millis),
                 ],
             )
             .await?;
-            if let Some(row) = inserted {
-                let record = job_from_row(&row)?;
-                tx.commit().await.map_err(db_error)?;
-                return Ok(CreateOutcome {
-                    job: record,
-                    created: true,
-                });
+            if let Some(row) = lease {
+                let until = ts(col(&row, "until")?)?;
+                tx.rollback().await.map_err(db_error)?;
+                return Err(controlled(&job.device, until));
             }
-            // Nothing inserted: either a racing creator committed the same idempotency key
-            // (ON CONFLICT waited for it), or the job id is taken.
-            tx.rollback().await.map_err(db_error)?;
-            if let Some(existing) = by_idempotency_key(&c, &job).await? {
-                return Ok(CreateOutcome {
-                    job: existing,
-                    created: false,
-                });
-            }
-            Err(Error::conflict(format!("job {} already exists", job.id)))
-        })
+        }
+        // The queue row's lock orders concurrent creators of one device's jobs, so `seq`
+        // is strictly increasing in commit order and has no gaps (a failed insert rolls the
+        // bump back).
+        let seq_row = query_opt(
+            &tx,
+            "INSERT INTO job_queues (tenant, device, last_seq) VALUES ($1, $2, 1) \
+                 ON CONFLICT (tenant, device) DO UPDATE SET last_seq = job_queues.last_seq + 1 \
+                 RETURNING last_seq",
+            &[&job.tenant.as_str(), &job.device.as_str()],
+        )
+        .await?
+        .ok_or_else(|| Error::internal("the job queue row was not returned"))?;
+        let seq: i64 = col(&seq_row, "last_seq")?;
+        let sql = format!(
+            "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 0, 0, $8, \
+                 $9, $10, $11, $12, $13, $13, $14, NULL, NULL) \
+                 ON CONFLICT DO NOTHING RETURNING {JOB_COLS}"
+        );
+        let inserted = query_opt(
+            &tx,
+            &sql,
+            &[
+                &job.id.as_uuid(),
+                &job.tenant.as_str(),
+                &job.device.as_str(),
+                &job.group.as_str(),
+                &job.lane,
+                &seq,
+                &job.state.as_str(),
+                &document,
+                &options,
+                &job.idempotency_key,
+                &job.created_by,
+                &job.bulk.map(|b| b.as_uuid()),
+                &job.created_at.as_millis(),
+                &job.due_at.map(Timestamp::as_millis),
+            ],
+        )
+        .await?;
+        if let Some(row) = inserted {
+            let record = job_from_row(&row)?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(CreateOutcome {
+                job: record,
+                created: true,
+            });
+        }
+        // Nothing inserted: either a racing creator committed the same idempotency key
+        // (ON CONFLICT waited for it), or the job id is taken.
+        tx.rollback().await.map_err(db_error)?;
+        if let Some(existing) = by_idempotency_key(&c, &job).await? {
+            return Ok(CreateOutcome {
+                job: existing,
+                created: false,
+            });
+        }
+        Err(Error::conflict(format!("job {} already exists", job.id)))
+    }
+}
+
+impl JobStore for PostgresStore {
+    fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
+        Box::pin(self.insert_job(job, None))
+    }
+
+    fn create_job_unless_controlled<'a>(
+        &'a self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<CreateOutcome>> {
+        Box::pin(self.insert_job(job, Some(now)))
     }
 
     fn get_job<'a>(
@@ -381,9 +438,11 @@ impl JobStore for PostgresStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<ControlLease>> {
         Box::pin(async move {
-            let c = self.client().await?;
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(db_error)?;
+            lock_control(&tx, tenant, device).await?;
             let n = execute(
-                &c,
+                &tx,
                 "INSERT INTO control_leases AS l (tenant, device, holder, until) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, device) DO UPDATE \
                  SET holder = EXCLUDED.holder, until = EXCLUDED.until \
@@ -397,6 +456,7 @@ impl JobStore for PostgresStore {
                 ],
             )
             .await?;
+            tx.commit().await.map_err(db_error)?;
             if n == 1 {
                 return Ok(ControlLease {
                     tenant: tenant.clone(),

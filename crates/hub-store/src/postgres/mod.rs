@@ -47,6 +47,7 @@ use crate::{StoreLimits, Stores, bad_cursor};
 
 mod artifacts;
 mod audit;
+mod bulk;
 mod config;
 mod grants;
 mod jobs;
@@ -171,7 +172,8 @@ impl PostgresStore {
             measurements: me.clone(),
             audit: me.clone(),
             config: me.clone(),
-            artifacts: me,
+            artifacts: me.clone(),
+            bulk: me,
         }
     }
 

@@ -236,6 +236,34 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, sha256, n)
     );
     "#,
+    // Bulk jobs and the devices that got their child job.
+    r#"
+    CREATE TABLE bulk_jobs (
+        id         UUID PRIMARY KEY,
+        tenant     TEXT COLLATE "C" NOT NULL,
+        group_path TEXT COLLATE "C" NOT NULL,
+        state      TEXT NOT NULL,
+        active     BOOLEAN NOT NULL,
+        version    BIGINT NOT NULL,
+        definition TEXT NOT NULL,
+        progress   TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        due_at     BIGINT
+    );
+    CREATE INDEX bulk_jobs_group ON bulk_jobs (group_path, id);
+    CREATE INDEX bulk_jobs_due ON bulk_jobs (due_at, id) WHERE active AND due_at IS NOT NULL;
+
+    CREATE TABLE bulk_targets (
+        bulk   UUID NOT NULL REFERENCES bulk_jobs (id) ON DELETE CASCADE,
+        device TEXT COLLATE "C" NOT NULL,
+        job    UUID,
+        error  TEXT,
+        at     BIGINT NOT NULL,
+        PRIMARY KEY (bulk, device)
+    );
+    "#,
 ];
 
 /// The advisory lock key for migrating `schema` (FNV-1a of a fixed label and the schema name),

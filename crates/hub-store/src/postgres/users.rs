@@ -198,6 +198,14 @@ impl PostgresStore {
             &[&from.as_str(), &to.as_str(), &below, &tenant.as_str()],
         )
         .await?;
+        execute(
+            &tx,
+            "UPDATE bulk_jobs \
+             SET group_path = $2::TEXT || substr(group_path, length($1::TEXT) + 1) \
+             WHERE tenant = $4 AND (group_path = $1 OR group_path LIKE $3)",
+            &[&from.as_str(), &to.as_str(), &below, &tenant.as_str()],
+        )
+        .await?;
         // A row that slipped into the subtree after the rewrites (under a group created while
         // the move began) makes the delete fail its foreign key: nothing is changed then.
         let stmt = tx

@@ -11,7 +11,9 @@ use hub_core::{
 
 use super::registry::{in_subtree, ts};
 use super::{SqliteStore, corrupt, db_err};
-use crate::jobs::{ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob};
+use crate::jobs::{
+    ControlLease, CreateOutcome, JobFilter, JobRecord, JobStore, NewJob, controlled,
+};
 use crate::{Page, PageRequest, bad_cursor, validate};
 
 const COLS: &str = "id, tenant, device, group_path, lane, seq, state, version, execution, \
@@ -173,104 +175,127 @@ fn filter_sql(
     (sql, params)
 }
 
-impl JobStore for SqliteStore {
-    fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
-        Box::pin(async move {
-            validate::new_job(&job, self.limits())?;
-            self.write(move |conn| {
-                let tenant = job.tenant.as_str();
-                if let Some(key) = &job.idempotency_key {
-                    let existing = query_jobs(
-                        conn,
-                        &format!(
-                            "SELECT {COLS} FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2"
-                        ),
-                        &[&tenant, key],
-                    )?;
-                    if let Some(existing) = existing.into_iter().next() {
-                        return Ok(CreateOutcome {
-                            job: existing,
-                            created: false,
-                        });
-                    }
+impl SqliteStore {
+    /// Creates a job; with `unless_controlled_at`, refuses it while another holder's control
+    /// lease is in force then. Both happen on the single writer, in one savepoint.
+    async fn insert_job(
+        &self,
+        job: NewJob,
+        unless_controlled_at: Option<Timestamp>,
+    ) -> Result<CreateOutcome> {
+        validate::new_job(&job, self.limits())?;
+        self.write(move |conn| {
+            let tenant = job.tenant.as_str();
+            if let Some(key) = &job.idempotency_key {
+                let existing = query_jobs(
+                    conn,
+                    &format!("SELECT {COLS} FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2"),
+                    &[&tenant, key],
+                )?;
+                if let Some(existing) = existing.into_iter().next() {
+                    return Ok(CreateOutcome {
+                        job: existing,
+                        created: false,
+                    });
                 }
-                let exists: Option<i64> = conn
-                    .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([job.id.as_uuid().as_bytes()], |r| r.get(0))
-                            .optional()
-                    })
-                    .map_err(db_err)?;
-                if exists.is_some() {
-                    return Err(Error::conflict(format!("job {} already exists", job.id)));
-                }
-                let seq: i64 = conn
-                    .prepare_cached(
-                        "INSERT INTO job_queues (tenant, device, last_seq) VALUES (?1, ?2, 1) \
-                         ON CONFLICT (tenant, device) DO UPDATE SET last_seq = last_seq + 1 \
-                         RETURNING last_seq",
-                    )
-                    .and_then(|mut s| s.query_row([tenant, job.device.as_str()], |r| r.get(0)))
-                    .map_err(db_err)?;
-                let record = JobRecord {
-                    id: job.id,
-                    tenant: job.tenant.clone(),
-                    device: job.device,
-                    group: job.group,
-                    lane: job.lane,
-                    seq: seq as u64,
-                    state: job.state,
-                    version: 1,
-                    execution: 0,
-                    attempts: 0,
-                    document: job.document,
-                    options: job.options,
-                    idempotency_key: job.idempotency_key,
-                    created_by: job.created_by,
-                    bulk: job.bulk,
-                    created_at: job.created_at,
-                    updated_at: job.created_at,
-                    due_at: job.due_at,
-                    status_details: None,
-                    result: None,
-                };
-                conn.prepare_cached(&format!(
-                    "INSERT INTO jobs ({COLS}, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                     ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
-                ))
+            }
+            if let Some(now) = unless_controlled_at
+                && let Some(l) = lease(conn, &job.tenant, &job.device)?
+                && l.holder != job.created_by
+                && l.until > now
+            {
+                return Err(controlled(&job.device, l.until));
+            }
+            let exists: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")
                 .and_then(|mut s| {
-                    s.execute(params![
-                        record.id.as_uuid().as_bytes(),
-                        record.tenant.as_str(),
-                        record.device.as_str(),
-                        record.group.as_str(),
-                        record.lane,
-                        seq,
-                        record.state.as_str(),
-                        1i64,
-                        0i64,
-                        0i64,
-                        record.document.to_string(),
-                        record.options.to_string(),
-                        record.idempotency_key,
-                        record.created_by,
-                        record.bulk.map(|b| b.as_uuid().as_bytes().to_vec()),
-                        record.created_at.as_millis(),
-                        record.updated_at.as_millis(),
-                        record.due_at.map(Timestamp::as_millis),
-                        Option::<String>::None,
-                        Option::<String>::None,
-                        active(record.state),
-                    ])
+                    s.query_row([job.id.as_uuid().as_bytes()], |r| r.get(0))
+                        .optional()
                 })
                 .map_err(db_err)?;
-                Ok(CreateOutcome {
-                    job: record,
-                    created: true,
-                })
+            if exists.is_some() {
+                return Err(Error::conflict(format!("job {} already exists", job.id)));
+            }
+            let seq: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO job_queues (tenant, device, last_seq) VALUES (?1, ?2, 1) \
+                         ON CONFLICT (tenant, device) DO UPDATE SET last_seq = last_seq + 1 \
+                         RETURNING last_seq",
+                )
+                .and_then(|mut s| s.query_row([tenant, job.device.as_str()], |r| r.get(0)))
+                .map_err(db_err)?;
+            let record = JobRecord {
+                id: job.id,
+                tenant: job.tenant.clone(),
+                device: job.device,
+                group: job.group,
+                lane: job.lane,
+                seq: seq as u64,
+                state: job.state,
+                version: 1,
+                execution: 0,
+                attempts: 0,
+                document: job.document,
+                options: job.options,
+                idempotency_key: job.idempotency_key,
+                created_by: job.created_by,
+                bulk: job.bulk,
+                created_at: job.created_at,
+                updated_at: job.created_at,
+                due_at: job.due_at,
+                status_details: None,
+                result: None,
+            };
+            conn.prepare_cached(&format!(
+                "INSERT INTO jobs ({COLS}, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                     ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.id.as_uuid().as_bytes(),
+                    record.tenant.as_str(),
+                    record.device.as_str(),
+                    record.group.as_str(),
+                    record.lane,
+                    seq,
+                    record.state.as_str(),
+                    1i64,
+                    0i64,
+                    0i64,
+                    record.document.to_string(),
+                    record.options.to_string(),
+                    record.idempotency_key,
+                    record.created_by,
+                    record.bulk.map(|b| b.as_uuid().as_bytes().to_vec()),
+                    record.created_at.as_millis(),
+                    record.updated_at.as_millis(),
+                    record.due_at.map(Timestamp::as_millis),
+                    Option::<String>::None,
+                    Option::<String>::None,
+                    active(record.state),
+                ])
             })
-            .await
+            .map_err(db_err)?;
+            Ok(CreateOutcome {
+                job: record,
+                created: true,
+            })
         })
+        .await
+    }
+}
+
+impl JobStore for SqliteStore {
+    fn create_job<'a>(&'a self, job: NewJob) -> BoxFuture<'a, Result<CreateOutcome>> {
+        Box::pin(self.insert_job(job, None))
+    }
+
+    fn create_job_unless_controlled<'a>(
+        &'a self,
+        job: NewJob,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<CreateOutcome>> {
+        Box::pin(self.insert_job(job, Some(now)))
     }
 
     fn get_job<'a>(

@@ -40,6 +40,7 @@ use crate::{Durability, StoreLimits, Stores};
 
 mod artifacts;
 mod audit;
+mod bulk;
 mod config;
 mod credentials;
 mod grants;
@@ -215,7 +216,8 @@ impl SqliteStore {
             measurements: me.clone(),
             audit: me.clone(),
             config: me.clone(),
-            artifacts: me,
+            artifacts: me.clone(),
+            bulk: me,
         }
     }
 

@@ -213,6 +213,34 @@ CREATE TABLE artifacts (
     PRIMARY KEY (tenant, sha256)
 ) WITHOUT ROWID;
 "#,
+    // Bulk jobs and the devices that got their child job.
+    r#"
+CREATE TABLE bulk_jobs (
+    id         BLOB PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    group_path TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    active     INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    progress   TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    due_at     INTEGER
+);
+CREATE INDEX bulk_jobs_by_group ON bulk_jobs (group_path, id);
+CREATE INDEX bulk_jobs_due ON bulk_jobs (due_at) WHERE active = 1 AND due_at IS NOT NULL;
+
+CREATE TABLE bulk_targets (
+    bulk   BLOB NOT NULL,
+    device TEXT NOT NULL,
+    job    BLOB,
+    error  TEXT,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (bulk, device)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this code writes.

@@ -197,6 +197,11 @@ impl SqliteStore {
                     rebase.replace("{col}", "group_path"),
                     in_subtree("group_path", 1)
                 )),
+                (4, format!(
+                    "UPDATE bulk_jobs SET group_path = {} WHERE tenant = ?4 AND {}",
+                    rebase.replace("{col}", "group_path"),
+                    in_subtree("group_path", 1)
+                )),
             ];
             let all = params![from.as_str(), to.as_str(), now.as_millis(), tenant.as_str()];
             for (n, sql) in &statements {

@@ -120,6 +120,8 @@ impl DeviceJobs for FakeJobs {
 
 pub struct Hub {
     pub port: u16,
+    /// MQTT over WebSocket/TLS (`GET /mqtt`).
+    pub ws_port: u16,
     pub ca: PathBuf,
     pub ca_pem: String,
     pub transport: Transport,
@@ -218,6 +220,14 @@ impl Hub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let shutdown = CancellationToken::new();
+        let ws_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_port = ws_listener.local_addr().unwrap().port();
+        {
+            let t = transport.clone();
+            let s = shutdown.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move { t.serve_websocket(ws_listener, tls, s).await });
+        }
         let server = {
             let t = transport.clone();
             let s = shutdown.clone();
@@ -225,6 +235,7 @@ impl Hub {
         };
         Hub {
             port,
+            ws_port,
             ca: ca_path,
             ca_pem: ca.ca_pem,
             transport,
