@@ -1,12 +1,16 @@
 //! Benchmarks of the IoT hub SDK. Run them all with `cargo bench`; the figures and the commands
 //! that produced them are in `BENCHMARKS.md`.
 //!
-//! This library holds what the bench binaries share: opening each storage backend the same way.
+//! This library holds what the bench binaries share: opening each storage backend the same way,
+//! and the density bench's device credentials ([`density`]).
 
 // A benchmark reports on standard output.
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
+
+#[path = "density/keys.rs"]
+pub mod density;
 
 use hub_store::postgres::{PostgresConfig, PostgresStore};
 use hub_store::sqlite::{SqliteConfig, SqliteStore};
