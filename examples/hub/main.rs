@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use hub_auth::access_keys::{AccessKeyConfig, AccessKeys};
 use hub_auth::keys::{Algorithm, KeySet, SharedKeys};
 use hub_auth::oauth::{AuthServer, OAuthConfig};
@@ -39,7 +40,6 @@ use hub_store::sqlite::{SqliteConfig, SqliteStore};
 use hub_store::{Durability, StoreLimits, Stores};
 use hub_transport::https::{HttpsConfig, TlsListener};
 use hub_transport::{DeviceJobsSlot, Transport, TransportConfig};
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -147,8 +147,7 @@ async fn main() -> std::process::ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -292,8 +291,7 @@ async fn run(o: Options) -> Result<(), BoxError> {
     let web = tokio::spawn({
         let shutdown = shutdown.clone();
         // `tap_io` gives axum's `ConnectInfo<SocketAddr>` (sign-in throttling per client address).
-        let listener =
-            TlsListener::new(https, https_tls, HttpsConfig::default()).tap_io(|_tls| {});
+        let listener = TlsListener::new(https, https_tls, HttpsConfig::default()).tap_io(|_tls| {});
         async move {
             axum::serve(
                 listener,
@@ -369,7 +367,7 @@ async fn timers(jobs: JobService, bulk: BulkJobs, stores: Stores, retention: Dur
         if let Err(e) = bulk.tick().await {
             eprintln!("hub: rollouts: {e}");
         }
-        if ticks % 3600 == 0 {
+        if ticks.is_multiple_of(3600) {
             let cut = SystemClock.now().saturating_sub(retention);
             match stores.measurements.delete_before(cut).await {
                 Ok(0) => {}
