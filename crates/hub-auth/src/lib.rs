@@ -33,7 +33,6 @@ pub mod layer;
 pub mod oauth;
 pub mod password;
 pub mod tokens;
-mod util;
 
 pub use authenticator::HubAuthenticator;
 pub use hub_core;

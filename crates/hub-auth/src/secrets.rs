@@ -1,5 +1,6 @@
-//! Random values and hashes of high-entropy secrets, shared by access keys, client secrets and
-//! enrollment secrets.
+//! Randomness, hashes of high-entropy secrets and constant-time comparison: the one place every
+//! module of the crate (access keys, client and enrollment secrets, tokens, the authorization
+//! server's codes) takes them from.
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -17,13 +18,42 @@ const BASE32_LOWER: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 /// `$argon2id$...` hashes of passwords and these can share a column and be told apart.
 pub(crate) const SHA256_PREFIX: &str = "$sha256$";
 
-/// Fills `N` bytes from the operating system's CSPRNG (through aws-lc-rs, the one crypto provider).
+/// Fills `buf` from the operating system's CSPRNG (through aws-lc-rs, the one crypto provider).
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| Error::unavailable("the system random number generator failed"))
+}
+
+/// `N` random bytes.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut buf)
-        .map_err(|_| Error::unavailable("the system random number generator failed"))?;
+    fill_random(&mut buf)?;
     Ok(buf)
+}
+
+/// `n` random bytes, base64url without padding.
+pub(crate) fn random_token(n: usize) -> Result<String> {
+    let mut buf = vec![0u8; n];
+    fill_random(&mut buf)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// SHA-256 of `data`.
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// SHA-256 of `data`, base64url: how codes and refresh tokens are stored.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn sha256_b64(data: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sha256(data.as_bytes()))
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    verify_slices_are_equal(a, b).is_ok()
 }
 
 /// `len` random characters of lowercase base32: 5 bits each.
@@ -47,15 +77,14 @@ pub(crate) fn random_secret() -> Result<String> {
 /// but nobody can enumerate 2^256 random keys however fast the hash is, and a slow hash on every
 /// device CONNECT would turn a reconnect storm into a CPU storm.
 pub(crate) fn sha256_hash(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    format!("{SHA256_PREFIX}{}", URL_SAFE_NO_PAD.encode(digest))
+    format!("{SHA256_PREFIX}{}", sha256_b64(secret))
 }
 
 /// Whether `secret` hashes to `stored` (a [`sha256_hash`] string), compared in constant time.
 pub(crate) fn verify_sha256(stored: &str, secret: &str) -> bool {
     let expected = sha256_hash(secret);
     // Lengths are public (the format fixes them); the contents are compared in constant time.
-    verify_slices_are_equal(stored.as_bytes(), expected.as_bytes()).is_ok()
+    ct_eq(stored.as_bytes(), expected.as_bytes())
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use hub_core::{
 };
 
 use crate::keys::{Jwks, KeySet, SharedKeys, VerifyingKey};
-use crate::util::{random_token, sha256};
+use crate::secrets::{random_token, sha256};
 
 /// The largest leeway a validator grants on `exp` and `nbf`, whatever it is configured with.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
 use hub_core::{ScopeSet, Timestamp};
 
-use crate::util::{ct_eq, sha256};
+use crate::secrets::{ct_eq, sha256};
 
 /// Whether `verifier` (RFC 7636: 43 to 128 unreserved characters) hashes to `challenge` with
 /// S256. The plain method is never accepted.

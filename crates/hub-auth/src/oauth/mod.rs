@@ -45,8 +45,8 @@ use hub_store::{
 use self::core::{ScopeRequest, Throttle, ThrottleConfig};
 use crate::keys::SharedKeys;
 use crate::password::verify_password;
+use crate::secrets::{ct_eq, fill_random, random_token, sha256_b64};
 use crate::tokens::{AccessClaims, IdClaims, TokenValidator};
-use crate::util::{ct_eq, random_bytes, random_token, sha256_b64};
 
 /// The grant type name of the device authorization grant.
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -1381,7 +1381,7 @@ impl AuthServer {
         // A user code may collide with a live one; draw again a few times.
         for _ in 0..4 {
             let mut r = [0u8; 8];
-            random_bytes(&mut r)?;
+            fill_random(&mut r)?;
             let user_code = core::user_code(&r);
             let grant = Grant {
                 kind: GrantKind::DeviceCode,
