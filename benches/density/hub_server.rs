@@ -1,9 +1,12 @@
 //! The hub side of the density bench: hub-transport's MQTT-over-TLS listener with an in-memory
 //! authenticator that accepts the run's generated device keys, the in-memory store (the devices
 //! registered in one group, for topic access control) and no jobs. The `density` orchestrator
-//! starts it as a child process of the same binary:
+//! starts it as a child process of the same binary, one or several times, each process for its
+//! own contiguous range of devices:
 //!
-//! `density hub-server --port P --cert server.pem --key server.key --seed S --devices N`
+//! `density hub-server --port P --cert server.pem --key server.key --seed S --first-device F --devices N`
+//!
+//! serves devices `F..F+N` (`--first-device` defaults to 0).
 
 use std::sync::Arc;
 
@@ -18,11 +21,14 @@ use hub_transport::{Transport, TransportConfig, tls};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-/// Accepts device `i` with its generated access key, and the publisher's bearer token. Keys are
-/// kept as SHA-256 digests, as a real credential store keeps them.
+/// Accepts device `i` of its range with its generated access key, and the publisher's bearer
+/// token. Keys are kept as SHA-256 digests, as a real credential store keeps them.
 #[derive(Debug)]
 struct BenchAuth {
     group: GroupPath,
+    /// The index of the first device this server serves.
+    first: usize,
+    /// The key digests of devices `first..first + key_digests.len()`.
     key_digests: Vec<[u8; 32]>,
     publisher_digest: [u8; 32],
 }
@@ -43,7 +49,10 @@ impl BenchAuth {
                     .and_then(|rest| rest.split('_').next())
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(refused)?;
-                let expected = self.key_digests.get(index).ok_or_else(refused)?;
+                let expected = index
+                    .checked_sub(self.first)
+                    .and_then(|k| self.key_digests.get(k))
+                    .ok_or_else(refused)?;
                 if digest(key.expose()) != *expected {
                     return Err(refused());
                 }
@@ -108,6 +117,9 @@ struct Args {
     cert: String,
     key: String,
     seed: String,
+    /// The first device this process serves.
+    first_device: usize,
+    /// How many devices (from `first_device` on) it serves.
     devices: usize,
     /// Leave SO_SNDBUF/SO_RCVBUF to the kernel instead of the transport's small caps.
     kernel_buffers: bool,
@@ -119,6 +131,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         cert: String::new(),
         key: String::new(),
         seed: String::new(),
+        first_device: 0,
         devices: 0,
         kernel_buffers: false,
     };
@@ -135,6 +148,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--cert" => args.cert = value.clone(),
             "--key" => args.key = value.clone(),
             "--seed" => args.seed = value.clone(),
+            "--first-device" => args.first_device = value.parse().map_err(|e| bad(&e))?,
             "--devices" => args.devices = value.parse().map_err(|e| bad(&e))?,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -158,7 +172,7 @@ async fn serve(args: Args) -> Result<(), String> {
         .await
         .map_err(store_err)?;
     let mut key_digests = Vec::with_capacity(args.devices);
-    for i in 0..args.devices {
+    for i in args.first_device..args.first_device + args.devices {
         stores
             .registry
             .create_device(
@@ -178,6 +192,7 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     let auth = BenchAuth {
         group,
+        first: args.first_device,
         key_digests,
         publisher_digest: digest(&publisher_password(&args.seed)),
     };
@@ -231,14 +246,20 @@ mod tests {
     use super::*;
     use hub_core::{DeviceId, Secret};
 
-    fn auth() -> BenchAuth {
+    /// The authenticator of a server for devices `first..first + count`.
+    fn auth_for(first: usize, count: usize) -> BenchAuth {
         BenchAuth {
             group: GROUP.parse().unwrap(),
-            key_digests: (0..3)
+            first,
+            key_digests: (first..first + count)
                 .map(|i| digest(&hub_benches::density::access_key("s", i)))
                 .collect(),
             publisher_digest: digest(&publisher_password("s")),
         }
+    }
+
+    fn auth() -> BenchAuth {
+        auth_for(0, 3)
     }
 
     fn key(device: Option<&str>, key: String) -> Credentials {
@@ -271,6 +292,39 @@ mod tests {
         ] {
             assert!(a.check(&bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_server_for_a_range_accepts_only_the_devices_of_its_range() {
+        let a = auth_for(5, 3);
+        for i in 5..8 {
+            let p = a
+                .check(&key(
+                    Some(&hub_benches::density::device_id(i)),
+                    hub_benches::density::access_key("s", i),
+                ))
+                .unwrap();
+            assert!(
+                matches!(p, Principal::Device(d) if d.id.as_str() == hub_benches::density::device_id(i))
+            );
+        }
+        // Valid keys of devices another server process owns.
+        for i in [0, 4, 8] {
+            let bad = key(None, hub_benches::density::access_key("s", i));
+            assert!(a.check(&bad).is_err(), "device {i} was accepted");
+        }
+    }
+
+    #[test]
+    fn server_arguments_name_the_device_range() {
+        let argv: Vec<String> = "--port 1 --seed s --first-device 19000 --devices 500"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let args = parse_args(&argv).unwrap();
+        assert_eq!((args.first_device, args.devices), (19_000, 500));
+        assert_eq!(parse_args(&argv[..2]).unwrap().first_device, 0);
+        assert!(parse_args(&["--first-device".to_owned()]).is_err());
     }
 
     #[test]
