@@ -2,12 +2,15 @@
 //!
 //! `cargo run --release -p hub-benches --bin density -- --connections N` opens N authenticated
 //! MQTT-over-TLS device connections from separate client processes against the server under test
-//! (a child process), holds them idle with keep-alive, and prints JSON with the server's resident
-//! memory per connection, the kernel's slab growth per connection and the server's CPU during the
-//! hold; then does the same against Mosquitto (`--peer mosquitto`, the default) with the same
-//! client and certificate, reported under `peer`. `--handshakes` measures full TLS 1.3 handshakes
-//! plus MQTT CONNECT per second instead; `--messages` adds a phase in which every device receives
-//! a 1 KiB message a second. See `BENCHMARKS.md` ("Connection density") for the method.
+//! (one child process, or for the hub several: `--server-processes`, by default enough that none
+//! holds more than 19,000), holds them idle with keep-alive, and prints JSON with the server's
+//! resident memory per connection, the kernel's slab growth per connection and the server's CPU
+//! during the hold (summed over its processes, and per process under `per_server`); then does the
+//! same against Mosquitto (`--peer mosquitto`, the default; one process, at most 19,000
+//! connections) with the same client and certificate, reported under `peer`. `--handshakes`
+//! measures full TLS 1.3 handshakes plus MQTT CONNECT per second instead (one server process);
+//! `--messages` adds a phase in which every device receives a 1 KiB message a second. See
+//! `BENCHMARKS.md` ("Connection density") for the method.
 //!
 //! The same binary is the client process (`density client …`) and the hub server
 //! (`density hub-server …`), both started by the orchestrator.
@@ -23,6 +26,7 @@ mod server;
 mod setup;
 
 use std::io::{BufRead, BufReader, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,12 +41,17 @@ use crate::setup::CertFiles;
 /// 20,000, and a client needs one descriptor per connection plus a few.
 const MAX_PER_CLIENT_PROCESS: usize = 15_000;
 
-/// Mosquitto is one process with the same 20,000-file limit, so it is asked for at most this many.
-const MAX_MOSQUITTO: usize = 19_000;
+/// At most this many connections per server process: the same 20,000-file limit, with room for
+/// the files a server opens besides its connections.
+const MAX_PER_SERVER_PROCESS: usize = 19_000;
+
+/// Mosquitto is one process, so it is asked for at most this many.
+const MAX_MOSQUITTO: usize = MAX_PER_SERVER_PROCESS;
 
 const USAGE: &str = "\
 usage: density [--connections N] [--processes P] [--hold-secs S] [--keepalive-secs K]
-               [--server hub|mosquitto] [--peer mosquitto|none] [--concurrency C]
+               [--server hub|mosquitto] [--server-processes K] [--peer mosquitto|none]
+               [--concurrency C]
                [--messages [--load-secs S]] [--hub-kernel-buffers]
                [--handshakes [--handshake-secs S] [--handshake-concurrency C]]";
 
@@ -54,6 +63,8 @@ struct Options {
     hold_secs: u64,
     keepalive_secs: u16,
     server: Kind,
+    /// Hub server processes (`None`: as many as 19,000 connections each need).
+    server_processes: Option<usize>,
     peer: Option<Kind>,
     concurrency: usize,
     messages: bool,
@@ -71,6 +82,7 @@ fn parse_options(argv: &[String]) -> Result<Options, String> {
         hold_secs: 60,
         keepalive_secs: 60,
         server: Kind::Hub,
+        server_processes: None,
         peer: Some(Kind::Mosquitto),
         concurrency: 64,
         messages: false,
@@ -102,6 +114,9 @@ fn parse_options(argv: &[String]) -> Result<Options, String> {
             "--server" => {
                 o.server = kind(&value()?)?.ok_or("--server cannot be none")?;
             }
+            "--server-processes" => {
+                o.server_processes = Some(value()?.parse().map_err(|e| bad(&e))?)
+            }
             "--peer" => o.peer = kind(&value()?)?,
             "--concurrency" => o.concurrency = value()?.parse().map_err(|e| bad(&e))?,
             "--messages" => o.messages = true,
@@ -119,23 +134,124 @@ fn parse_options(argv: &[String]) -> Result<Options, String> {
     if o.connections == 0 {
         return Err("--connections must be at least 1".into());
     }
+    match o.server_processes {
+        Some(0) => return Err("--server-processes must be at least 1".into()),
+        Some(k) if k > 1 && o.server != Kind::Hub && o.peer != Some(Kind::Hub) => {
+            return Err(format!(
+                "--server-processes {k}: Mosquitto is one process; several server processes are \
+                 for the hub (--server hub)"
+            ));
+        }
+        Some(k) if k > 1 && o.handshakes => {
+            return Err(format!(
+                "--server-processes {k}: --handshakes measures one server process; leave \
+                 --server-processes out"
+            ));
+        }
+        _ => {}
+    }
     if o.peer == Some(o.server) {
         o.peer = None;
     }
     Ok(o)
 }
 
-/// How many client processes for `n` connections.
-fn process_count(n: usize, asked: Option<usize>) -> Result<usize, String> {
-    let needed = n.div_ceil(MAX_PER_CLIENT_PROCESS).max(1);
+/// How many hub server processes for `n` connections: by default the fewest that keep each at
+/// most [`MAX_PER_SERVER_PROCESS`].
+fn server_count(n: usize, asked: Option<usize>) -> Result<usize, String> {
+    let needed = n.div_ceil(MAX_PER_SERVER_PROCESS).max(1);
     match asked {
         None => Ok(needed),
-        Some(p) if p >= needed && p <= n => Ok(p),
-        Some(p) => Err(format!(
-            "--processes {p}: {n} connections need between {needed} and {n} client processes \
-             (at most {MAX_PER_CLIENT_PROCESS} each)"
+        Some(k) if k >= needed && k <= n => Ok(k),
+        Some(k) => Err(format!(
+            "--server-processes {k}: {n} connections need between {needed} and {n} server \
+             processes (at most {MAX_PER_SERVER_PROCESS} each: the per-process file limit is \
+             20,000)"
         )),
     }
+}
+
+/// One server process's part of a density run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerPlan {
+    /// Its devices (its in-memory store holds these only).
+    devices: Range<usize>,
+    /// Its client processes' devices, `(first, count)`, within `devices`: each client process
+    /// talks to this server process only.
+    clients: Vec<(usize, usize)>,
+}
+
+/// Splits `n` devices over `servers` server processes (contiguous ranges) and each server's
+/// devices over its own client processes. No server process gets more than
+/// [`MAX_PER_SERVER_PROCESS`] connections, nor more than `ephemeral_ports` (every connection to it
+/// goes from 127.0.0.1 to its one port, and each needs a port of its own on the client's side);
+/// no client process more than [`MAX_PER_CLIENT_PROCESS`]. `processes` is the total number of
+/// client processes (by default the fewest); extra ones go round the servers in turn.
+fn plan(
+    n: usize,
+    servers: usize,
+    processes: Option<usize>,
+    ephemeral_ports: usize,
+) -> Result<Vec<ServerPlan>, String> {
+    if servers == 0 || servers > n {
+        return Err(format!(
+            "{n} connections cannot be split over {servers} server processes"
+        ));
+    }
+    let server_shares = shares(n, servers);
+    for &(_, count) in &server_shares {
+        if count > MAX_PER_SERVER_PROCESS {
+            return Err(format!(
+                "{count} connections in one server process: at most {MAX_PER_SERVER_PROCESS} fit \
+                 its 20,000-file limit; use at least {} server processes (--server-processes)",
+                n.div_ceil(MAX_PER_SERVER_PROCESS)
+            ));
+        }
+        if count > ephemeral_ports {
+            return Err(format!(
+                "{count} connections to one server process: they all go from 127.0.0.1 to its one \
+                 port, and the loopback has only {ephemeral_ports} ephemeral ports \
+                 (net.ipv4.ip_local_port_range); use at least {} server processes \
+                 (--server-processes)",
+                n.div_ceil(ephemeral_ports.max(1))
+            ));
+        }
+    }
+    let mut counts: Vec<usize> = server_shares
+        .iter()
+        .map(|&(_, count)| count.div_ceil(MAX_PER_CLIENT_PROCESS).max(1))
+        .collect();
+    let fewest: usize = counts.iter().sum();
+    if let Some(p) = processes {
+        if p < fewest || p > n {
+            return Err(format!(
+                "--processes {p}: {n} connections over {servers} server process(es) need between \
+                 {fewest} and {n} client processes (at most {MAX_PER_CLIENT_PROCESS} each, each \
+                 talking to one server process)"
+            ));
+        }
+        // Ends: p <= n, so some server has a device without a client process of its own.
+        let mut extra = p - fewest;
+        while extra > 0 {
+            for (c, &(_, devices)) in counts.iter_mut().zip(&server_shares) {
+                if extra > 0 && *c < devices {
+                    *c += 1;
+                    extra -= 1;
+                }
+            }
+        }
+    }
+    Ok(server_shares
+        .into_iter()
+        .zip(counts)
+        .map(|((first, count), processes)| ServerPlan {
+            devices: first..first + count,
+            clients: shares(count, processes)
+                .into_iter()
+                .map(|(f, c)| (first + f, c))
+                .collect(),
+        })
+        .collect())
 }
 
 /// Splits `n` devices into `processes` contiguous ranges `(first, count)`.
@@ -215,25 +331,53 @@ impl ClientProcess {
     }
 }
 
-/// Sums the numbers each client answers to `command` (position by position).
-fn ask_all(clients: &mut [ClientProcess], command: &str, word: &str) -> Result<Vec<u64>, String> {
-    let mut sum: Vec<u64> = Vec::new();
+/// The numbers each client answers to `command`, client by client.
+fn ask_each(
+    clients: &mut [ClientProcess],
+    command: &str,
+    word: &str,
+) -> Result<Vec<Vec<u64>>, String> {
     for c in clients.iter_mut() {
         c.send(command)?;
     }
-    for c in clients.iter_mut() {
-        let numbers = c.numbers(word)?;
-        sum.resize(sum.len().max(numbers.len()), 0);
-        for (s, n) in sum.iter_mut().zip(numbers) {
+    clients.iter_mut().map(|c| c.numbers(word)).collect()
+}
+
+/// Sums rows of numbers position by position.
+fn sum_rows<'a>(rows: impl IntoIterator<Item = &'a Vec<u64>>) -> Vec<u64> {
+    let mut sum: Vec<u64> = Vec::new();
+    for row in rows {
+        sum.resize(sum.len().max(row.len()), 0);
+        for (s, n) in sum.iter_mut().zip(row) {
             *s += n;
         }
     }
-    Ok(sum)
+    sum
+}
+
+/// Sums the numbers each client answers to `command` (position by position).
+fn ask_all(clients: &mut [ClientProcess], command: &str, word: &str) -> Result<Vec<u64>, String> {
+    Ok(sum_rows(&ask_each(clients, command, word)?))
 }
 
 /// The server's CPU time in seconds.
 fn cpu_secs(server: &Server, ticks_per_sec: u64) -> Result<f64, String> {
     Ok(procfs::cpu_ticks(server.pid())? as f64 / ticks_per_sec as f64)
+}
+
+/// Each server process's CPU time in seconds.
+fn cpu_each(servers: &[Server], ticks_per_sec: u64) -> Result<Vec<f64>, String> {
+    servers.iter().map(|s| cpu_secs(s, ticks_per_sec)).collect()
+}
+
+/// Each server process's resident memory in bytes.
+fn rss_each(servers: &[Server]) -> Result<Vec<u64>, String> {
+    servers.iter().map(|s| procfs::rss_bytes(s.pid())).collect()
+}
+
+/// What each server process used since `start`: `end - start`, process by process.
+fn deltas(end: &[f64], start: &[f64]) -> Vec<f64> {
+    end.iter().zip(start).map(|(e, s)| e - s).collect()
 }
 
 fn per_conn(delta: i64, n: u64) -> Value {
@@ -248,44 +392,56 @@ fn percent(cpu: f64, wall: Duration) -> f64 {
     (cpu / wall.as_secs_f64() * 1000.0).round() / 10.0
 }
 
-/// The density run against one server: connect `n` devices, hold, measure.
+/// The density run against one server (one process, or for the hub several): connect each
+/// server process's devices from its own client processes, hold, measure.
 fn density(
-    server: &mut Server,
-    n: usize,
+    servers: &mut [Server],
+    plan: &[ServerPlan],
     o: &Options,
     certs: &CertFiles,
     seed: &str,
 ) -> Result<Value, String> {
     let tps = procfs::ticks_per_sec();
-    let processes = process_count(n, o.processes)?;
-    let name = server.kind.name();
-    // Let the server finish starting before the baseline.
+    let n: usize = plan.iter().map(|s| s.devices.len()).sum();
+    let processes: usize = plan.iter().map(|s| s.clients.len()).sum();
+    let name = servers[0].kind.name();
+    // Let the servers finish starting before the baseline.
     std::thread::sleep(Duration::from_secs(1));
-    let rss_before = procfs::rss_bytes(server.pid())?;
+    let rss_before = rss_each(servers)?;
     let slab_before = procfs::slab()?;
 
-    eprintln!("density: {name}: opening {n} connections from {processes} client processes");
+    eprintln!(
+        "density: {name}: opening {n} connections from {processes} client processes to {} \
+         server process(es)",
+        servers.len()
+    );
     let started = Instant::now();
     let mut clients = Vec::new();
-    for (first, count) in shares(n, processes) {
-        clients.push(ClientProcess::spawn(&ClientArgs {
-            addr: server.addr,
-            ca: certs.ca.clone(),
-            seed: seed.to_owned(),
-            first,
-            count,
-            keepalive_secs: o.keepalive_secs,
-            concurrency: o.concurrency,
-            subscribe: o.messages,
-            handshake_secs: None,
-        })?);
+    // The server process each client process talks to.
+    let mut owner = Vec::new();
+    for (s, (server, share)) in servers.iter().zip(plan).enumerate() {
+        for &(first, count) in &share.clients {
+            clients.push(ClientProcess::spawn(&ClientArgs {
+                addr: server.addr,
+                ca: certs.ca.clone(),
+                seed: seed.to_owned(),
+                first,
+                count,
+                keepalive_secs: o.keepalive_secs,
+                concurrency: o.concurrency,
+                subscribe: o.messages,
+                handshake_secs: None,
+            })?);
+            owner.push(s);
+        }
     }
-    let (mut connected, mut failed) = (0u64, 0u64);
-    for c in &mut clients {
+    let (mut connected_each, mut failed) = (vec![0u64; servers.len()], 0u64);
+    for (c, &s) in clients.iter_mut().zip(&owner) {
         let ready = c.numbers("ready")?;
-        connected += ready.first().copied().unwrap_or(0);
+        connected_each[s] += ready.first().copied().unwrap_or(0);
         failed += ready.get(1).copied().unwrap_or(0);
     }
+    let connected: u64 = connected_each.iter().sum();
     let connect_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "density: {name}: {connected} connected, {failed} failed in {connect_secs:.1} s; \
@@ -293,21 +449,46 @@ fn density(
         o.hold_secs
     );
 
-    let cpu_start = cpu_secs(server, tps)?;
+    let cpu_start = cpu_each(servers, tps)?;
     let hold_start = Instant::now();
     std::thread::sleep(Duration::from_secs(o.hold_secs));
-    let cpu_idle = cpu_secs(server, tps)? - cpu_start;
+    let cpu_idle = deltas(&cpu_each(servers, tps)?, &cpu_start);
     let hold = hold_start.elapsed();
-    let rss_after = procfs::rss_bytes(server.pid())?;
+    let rss_after = rss_each(servers)?;
     let slab_after = procfs::slab()?;
-    let idle = ask_all(&mut clients, "stats", "stats")?;
+    let idle_each = ask_each(&mut clients, "stats", "stats")?;
+    let idle = sum_rows(&idle_each);
+
+    let per_server: Vec<Value> = (0..servers.len())
+        .map(|s| {
+            let open: u64 = idle_each
+                .iter()
+                .zip(&owner)
+                .filter(|&(_, &o)| o == s)
+                .map(|(stats, _)| stats.first().copied().unwrap_or(0))
+                .sum();
+            json!({
+                "first_device": plan[s].devices.start,
+                "connections": plan[s].devices.len(),
+                "connected": connected_each[s],
+                "client_processes": plan[s].clients.len(),
+                "open_after_hold": open,
+                "rss_bytes_per_conn":
+                    per_conn(rss_after[s] as i64 - rss_before[s] as i64, connected_each[s]),
+                "idle_cpu_percent": percent(cpu_idle[s], hold),
+            })
+        })
+        .collect();
+    let rss_before: u64 = rss_before.iter().sum();
+    let rss_after: u64 = rss_after.iter().sum();
 
     let mut report = json!({
         "server": name,
-        "auth": server.auth.name(),
+        "auth": servers[0].auth.name(),
         "connections": n,
         "connected": connected,
         "failed": failed,
+        "server_processes": servers.len(),
         "client_processes": processes,
         "keepalive_secs": o.keepalive_secs,
         "hold_secs": o.hold_secs,
@@ -318,11 +499,12 @@ fn density(
         "kernel_bytes_per_conn": per_conn(slab_after.total as i64 - slab_before.total as i64, connected),
         "kernel_unreclaimable_bytes_per_conn":
             per_conn(slab_after.unreclaimable as i64 - slab_before.unreclaimable as i64, connected),
-        "idle_cpu_percent": percent(cpu_idle, hold),
+        "idle_cpu_percent": percent(cpu_idle.iter().sum(), hold),
         "open_after_hold": idle.first(),
         "disconnects": idle.get(2),
         "pings_sent": idle.get(3),
         "ping_responses": idle.get(4),
+        "per_server": per_server,
     });
 
     if o.messages {
@@ -342,11 +524,11 @@ fn density(
         // Let the publishers reach their rate before measuring.
         std::thread::sleep(Duration::from_secs(3));
         let before = ask_all(&mut clients, "stats", "stats")?;
-        let cpu_start = cpu_secs(server, tps)?;
+        let cpu_start = cpu_each(servers, tps)?;
         let load_start = Instant::now();
         std::thread::sleep(Duration::from_secs(o.load_secs));
-        let cpu_load = cpu_secs(server, tps)? - cpu_start;
-        let rss_load = procfs::rss_bytes(server.pid())?;
+        let cpu_load: f64 = deltas(&cpu_each(servers, tps)?, &cpu_start).iter().sum();
+        let rss_load: u64 = rss_each(servers)?.iter().sum();
         let after = ask_all(&mut clients, "stats", "stats")?;
         let wall = load_start.elapsed();
         let received = after.get(1).copied().unwrap_or(0) - before.get(1).copied().unwrap_or(0);
@@ -368,11 +550,15 @@ fn density(
     for c in clients {
         c.quit();
     }
-    if !server.running() {
-        return Err(format!(
-            "{name} died during the run:\n{}",
-            server.log_tail()
-        ));
+    for (s, server) in servers.iter_mut().enumerate() {
+        if !server.running() {
+            return Err(format!(
+                "{name} (server process {s} of {}, on {}) died during the run:\n{}",
+                plan.len(),
+                server.addr,
+                server.log_tail()
+            ));
+        }
     }
     Ok(report)
 }
@@ -433,7 +619,8 @@ fn handshake_rate(
     }))
 }
 
-/// Starts `kind` for `n` devices and runs the chosen measurement against it.
+/// Starts `kind` for `n` devices (for a hub density run, in as many processes as
+/// `--server-processes` says) and runs the chosen measurement against it.
 fn measure(
     kind: Kind,
     n: usize,
@@ -442,16 +629,44 @@ fn measure(
     certs: &CertFiles,
     seed: &str,
 ) -> Result<Value, String> {
-    let mut server = match kind {
-        Kind::Hub => server::start_hub(dir, certs, seed, n, o.hub_kernel_buffers)?,
-        Kind::Mosquitto => server::start_mosquitto(dir, certs, seed, n)?,
-    };
-    let result = if o.handshakes {
-        handshake_rate(&mut server, n, o, certs, seed)
+    // The handshake run holds no connections: one server process, its own client split.
+    let plan = if o.handshakes {
+        None
     } else {
-        density(&mut server, n, o, certs, seed)
+        let servers = match kind {
+            Kind::Hub => server_count(n, o.server_processes)?,
+            Kind::Mosquitto => 1,
+        };
+        let plan = plan(n, servers, o.processes, procfs::ephemeral_ports())?;
+        if kind == Kind::Hub {
+            eprintln!(
+                "density: hub: {servers} server process(es) for {n} connections ({}; at most \
+                 {MAX_PER_SERVER_PROCESS} each)",
+                if o.server_processes.is_some() {
+                    "--server-processes"
+                } else {
+                    "the default"
+                }
+            );
+        }
+        Some(plan)
     };
-    drop(server);
+    let ranges: Vec<Range<usize>> = match &plan {
+        Some(plan) => plan.iter().map(|s| s.devices.clone()).collect(),
+        None => std::iter::once(0..n).collect(),
+    };
+    let mut servers = Vec::new();
+    for (i, devices) in ranges.into_iter().enumerate() {
+        servers.push(match kind {
+            Kind::Hub => server::start_hub(dir, certs, seed, i, devices, o.hub_kernel_buffers)?,
+            Kind::Mosquitto => server::start_mosquitto(dir, certs, seed, devices.len())?,
+        });
+    }
+    let result = match &plan {
+        Some(plan) => density(&mut servers, plan, o, certs, seed),
+        None => handshake_rate(&mut servers[0], n, o, certs, seed),
+    };
+    drop(servers);
     // Closed sockets are freed by the kernel a moment later; let that happen before the next
     // server's baseline.
     std::thread::sleep(Duration::from_secs(3));
@@ -548,13 +763,159 @@ mod tests {
     }
 
     #[test]
-    fn client_processes_stay_under_the_file_limit() {
-        assert_eq!(process_count(2_000, None), Ok(1));
-        assert_eq!(process_count(19_000, None), Ok(2));
-        assert_eq!(process_count(100_000, None), Ok(7));
-        assert_eq!(process_count(19_000, Some(4)), Ok(4));
-        assert!(process_count(19_000, Some(1)).is_err());
-        assert!(process_count(3, Some(4)).is_err());
+    fn several_server_processes_are_only_for_a_hub_density_run() {
+        let o = parse_options(&args("--connections 40000 --server-processes 3")).unwrap();
+        assert_eq!(o.server_processes, Some(3));
+        assert_eq!(parse_options(&args("")).unwrap().server_processes, None);
+        assert!(parse_options(&args("--server-processes 0")).is_err());
+        assert!(parse_options(&args("--server-processes 2 --handshakes")).is_err());
+        assert!(parse_options(&args("--server-processes 2 --server mosquitto")).is_err());
+        assert!(parse_options(&args("--server-processes 2 --server mosquitto --peer hub")).is_ok());
+        // One process is what those runs use anyway.
+        assert!(parse_options(&args("--server-processes 1 --handshakes")).is_ok());
+        assert!(parse_options(&args("--server-processes 1 --server mosquitto")).is_ok());
+        // Message mode works across several processes: each client's publisher talks to the
+        // server process that owns its devices.
+        assert!(parse_options(&args("--server-processes 2 --messages")).is_ok());
+    }
+
+    #[test]
+    fn server_processes_default_to_19000_connections_each_at_most() {
+        assert_eq!(server_count(1, None), Ok(1));
+        assert_eq!(server_count(19_000, None), Ok(1));
+        assert_eq!(server_count(19_001, None), Ok(2));
+        assert_eq!(server_count(40_000, None), Ok(3));
+        assert_eq!(server_count(100_000, None), Ok(6));
+        assert_eq!(server_count(300, Some(2)), Ok(2));
+        assert_eq!(server_count(40_000, Some(5)), Ok(5));
+        assert!(
+            server_count(40_000, Some(2)).is_err(),
+            "20,000 each is too many"
+        );
+        assert!(
+            server_count(3, Some(4)).is_err(),
+            "a server process without devices"
+        );
+    }
+
+    /// Total client processes of a plan.
+    fn client_count(plan: &[ServerPlan]) -> usize {
+        plan.iter().map(|s| s.clients.len()).sum()
+    }
+
+    /// Checks what every plan must be: the servers' ranges cover `0..n` once, in order; each
+    /// server's client processes cover its range once; all under the limits.
+    fn assert_valid(plan: &[ServerPlan], n: usize, ports: usize) {
+        let mut next_server = 0;
+        for s in plan {
+            assert_eq!(s.devices.start, next_server, "{plan:?}");
+            assert!(!s.devices.is_empty(), "{plan:?}");
+            assert!(s.devices.len() <= MAX_PER_SERVER_PROCESS, "{plan:?}");
+            assert!(s.devices.len() <= ports, "{plan:?}");
+            let mut next_client = s.devices.start;
+            for &(first, count) in &s.clients {
+                assert_eq!(first, next_client, "{plan:?}");
+                assert!((1..=MAX_PER_CLIENT_PROCESS).contains(&count), "{plan:?}");
+                next_client += count;
+            }
+            assert_eq!(next_client, s.devices.end, "{plan:?}");
+            next_server = s.devices.end;
+        }
+        assert_eq!(next_server, n, "{plan:?}");
+    }
+
+    const PORTS: usize = 28_232;
+
+    #[test]
+    fn one_server_process_keeps_the_single_server_split() {
+        // What `--processes` always meant with one server process.
+        let one = |n, p| plan(n, 1, p, PORTS).map(|plan| client_count(&plan));
+        assert_eq!(one(2_000, None), Ok(1));
+        assert_eq!(one(19_000, None), Ok(2));
+        assert_eq!(one(19_000, Some(4)), Ok(4));
+        assert!(one(19_000, Some(1)).is_err());
+        assert!(one(3, Some(4)).is_err());
+        let p = plan(19_000, 1, None, PORTS).unwrap();
+        assert_eq!(p[0].clients, vec![(0, 9_500), (9_500, 9_500)]);
+        assert_valid(&p, 19_000, PORTS);
+    }
+
+    #[test]
+    fn forty_thousand_take_three_server_processes_with_a_client_each() {
+        let p = plan(40_000, server_count(40_000, None).unwrap(), None, PORTS).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p.iter().map(|s| s.devices.clone()).collect::<Vec<_>>(),
+            vec![0..13_333, 13_333..26_666, 26_666..40_000]
+        );
+        assert_eq!(client_count(&p), 3);
+        assert_eq!(p[2].clients, vec![(26_666, 13_334)]);
+        assert_valid(&p, 40_000, PORTS);
+    }
+
+    #[test]
+    fn a_hundred_thousand_take_six_server_processes_with_two_clients_each() {
+        let p = plan(100_000, server_count(100_000, None).unwrap(), None, PORTS).unwrap();
+        assert_eq!(p.len(), 6);
+        assert!(p.iter().all(|s| s.clients.len() == 2), "{p:?}");
+        assert_valid(&p, 100_000, PORTS);
+    }
+
+    #[test]
+    fn extra_client_processes_go_round_the_servers() {
+        let p = plan(300, 2, Some(5), PORTS).unwrap();
+        assert_eq!(
+            p.iter().map(|s| s.clients.len()).collect::<Vec<_>>(),
+            vec![3, 2]
+        );
+        assert_valid(&p, 300, PORTS);
+        // As many client processes as devices: one device each.
+        let p = plan(5, 2, Some(5), PORTS).unwrap();
+        assert!(p.iter().flat_map(|s| &s.clients).all(|&(_, c)| c == 1));
+        assert_valid(&p, 5, PORTS);
+        // Fewer than one per server process, or more than devices: refused.
+        assert!(plan(40_000, 3, Some(2), PORTS).is_err());
+        assert!(plan(5, 2, Some(6), PORTS).is_err());
+    }
+
+    #[test]
+    fn plans_stay_under_every_limit() {
+        for n in [
+            1, 2, 299, 300, 15_001, 19_000, 19_001, 37_999, 38_001, 57_001, 100_000,
+        ] {
+            let fewest = server_count(n, None).unwrap();
+            for servers in [fewest, fewest + 1, fewest + 4]
+                .into_iter()
+                .filter(|&k| k <= n)
+            {
+                let p = plan(n, servers, None, PORTS).unwrap();
+                assert_eq!(p.len(), servers);
+                assert_valid(&p, n, PORTS);
+                let most = client_count(&p) + 7;
+                if most <= n {
+                    assert_valid(&plan(n, servers, Some(most), PORTS).unwrap(), n, PORTS);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_process_beyond_the_limits_is_refused_clearly() {
+        // Above the file limit, however it was asked for.
+        let e = plan(40_000, 2, None, PORTS).unwrap_err();
+        assert!(
+            e.contains("20,000-file limit") && e.contains("at least 3"),
+            "{e}"
+        );
+        // More connections to one port than the loopback has ephemeral ports.
+        let e = plan(19_000, 1, None, 10_000).unwrap_err();
+        assert!(
+            e.contains("ephemeral ports") && e.contains("at least 2"),
+            "{e}"
+        );
+        assert!(plan(19_000, 2, None, 10_000).is_ok());
+        assert!(plan(3, 0, None, PORTS).is_err());
+        assert!(plan(3, 4, None, PORTS).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! What the bench reads from /proc: a process's resident memory and CPU time, and the kernel's
-//! slab.
+//! What the bench reads from /proc: a process's resident memory and CPU time, the kernel's
+//! slab, and the range of ephemeral ports.
 
 /// A value in kB from a `Key:   1234 kB` line of `/proc/<pid>/status` or `/proc/meminfo`, in bytes.
 fn kb_field(text: &str, key: &str) -> Option<u64> {
@@ -71,6 +71,25 @@ pub(crate) fn ticks_per_sec() -> u64 {
         .unwrap_or(100)
 }
 
+/// Linux's default `net.ipv4.ip_local_port_range` (32768–60999): 28,232 ports.
+const DEFAULT_EPHEMERAL_PORTS: usize = 60_999 - 32_768 + 1;
+
+/// How many ports the text of `/proc/sys/net/ipv4/ip_local_port_range` (`low high`) spans.
+fn parse_port_range(text: &str) -> Option<usize> {
+    let mut bounds = text.split_whitespace().map(|w| w.parse::<usize>().ok());
+    let (low, high) = (bounds.next()??, bounds.next()??);
+    (high >= low).then(|| high - low + 1)
+}
+
+/// The ephemeral ports a client may connect from: the most connections one source address can
+/// have open to one destination address and port (Linux's default when the range is unreadable).
+pub(crate) fn ephemeral_ports() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| parse_port_range(&text))
+        .unwrap_or(DEFAULT_EPHEMERAL_PORTS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +115,15 @@ mod tests {
             "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 1 0 100 1000 200";
         assert_eq!(parse_cpu_ticks(stat), Some(42));
         assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
+    }
+
+    #[test]
+    fn counts_the_ephemeral_port_range() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
+        assert_eq!(parse_port_range("1024 1024"), Some(1));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("32768"), None);
+        assert!(ephemeral_ports() > 0);
     }
 
     #[test]

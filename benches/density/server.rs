@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -234,17 +235,19 @@ pub(crate) fn start_mosquitto(
     Ok(server)
 }
 
-/// Starts the hub (`density hub-server`, this same binary) for `devices` devices; with
-/// `kernel_buffers`, its sockets keep the kernel's buffer sizes instead of the transport's caps.
+/// Starts hub server process number `index` (`density hub-server`, this same binary) for the
+/// devices in `devices`, on a port of its own; with `kernel_buffers`, its sockets keep the
+/// kernel's buffer sizes instead of the transport's caps.
 pub(crate) fn start_hub(
     dir: &Path,
     certs: &CertFiles,
     seed: &str,
-    devices: usize,
+    index: usize,
+    devices: Range<usize>,
     kernel_buffers: bool,
 ) -> Result<Server, String> {
     let port = free_port()?;
-    let log = dir.join("hub.log");
+    let log = dir.join(format!("hub-{index}.log"));
     let log_file =
         std::fs::File::create(&log).map_err(|e| format!("creating the hub's log: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
@@ -255,7 +258,9 @@ pub(crate) fn start_hub(
         .arg(&certs.cert)
         .arg("--key")
         .arg(&certs.key)
-        .args(["--seed", seed, "--devices", &devices.to_string()])
+        .args(["--seed", seed])
+        .args(["--first-device", &devices.start.to_string()])
+        .args(["--devices", &devices.len().to_string()])
         .args(kernel_buffers.then_some("--kernel-buffers"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
