@@ -727,10 +727,13 @@ fn main() {
     } else {
         parse_options(&argv).and_then(|o| {
             let report = orchestrate(&o)?;
-            println!(
+            // Readable on the terminal (stderr); the last line of stdout is the one JSON object
+            // that scripts read.
+            eprintln!(
                 "{}",
                 serde_json::to_string_pretty(&report).expect("JSON values serialize")
             );
+            println!("{report}");
             Ok(())
         })
     };

@@ -14,7 +14,9 @@ fn run(args: &[&str]) -> serde_json::Value {
         "density failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("density prints JSON")
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let last = stdout.lines().last().expect("density prints a line");
+    serde_json::from_str(last).expect("the last line of density's output is one JSON object")
 }
 
 fn assert_density_report(report: &serde_json::Value, server: &str, n: u64) {

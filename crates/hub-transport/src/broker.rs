@@ -2,11 +2,13 @@
 //! access control, partitioned by tenant so that tenants never see each other's topics.
 //!
 //! The routing table lives behind one `std::sync::Mutex` that is never held across an await;
-//! deliveries are `try_send`s into each connection's bounded channel, so a slow client never
-//! stalls a publisher: its channel fills up and it is disconnected.
+//! deliveries go into each connection's bounded mailbox without waiting, so a slow client never
+//! stalls a publisher: its mailbox fills up and it is disconnected.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hub_core::{
@@ -14,8 +16,6 @@ use hub_core::{
     authorize,
 };
 use hub_store::RegistryStore;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::codec::{QoS, SubOptions, reason};
 use crate::session::Message;
@@ -29,34 +29,138 @@ pub(crate) struct SessionKey {
     pub(crate) client_id: String,
 }
 
-/// What a connection's driver receives from the broker.
+/// What a connection shares with the broker and the keep-alive sweep: its mailbox of
+/// deliveries, why it was kicked, and its keep-alive deadline. One allocation per connection,
+/// instead of a channel (whose first block of slots is allocated up front), a cancellation token
+/// and two atomics of their own; an empty mailbox holds no buffer.
 #[derive(Debug)]
-pub(crate) enum ToConn {
+pub(crate) struct ConnHandle {
+    pub(crate) id: u64,
+    mailbox: Mutex<Mailbox>,
+    capacity: usize,
+    /// Why it was kicked (an MQTT 5 reason code, never 0); 0 while it was not.
+    kick_reason: AtomicU8,
+    /// The keep-alive deadline in milliseconds; `i64::MAX` when there is none.
+    pub(crate) deadline: AtomicI64,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: VecDeque<Message>,
+    waker: Option<Waker>,
+}
+
+/// What the broker has for a connection's driver.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// Close, with this reason code.
+    Kicked(u8),
+    /// Deliver this message.
     Deliver(Message),
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct ConnHandle {
-    pub(crate) id: u64,
-    pub(crate) tx: mpsc::Sender<ToConn>,
-    /// Cancelled to close the connection (slow consumer, takeover, shutdown).
-    pub(crate) kick: CancellationToken,
-    /// Why it was kicked (an MQTT 5 reason code), set before `kick` is cancelled.
-    pub(crate) kick_reason: Arc<std::sync::atomic::AtomicU8>,
-}
-
 impl ConnHandle {
+    /// A handle whose mailbox holds at most `capacity` messages.
+    pub(crate) fn new(id: u64, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            mailbox: Mutex::default(),
+            capacity: capacity.max(1),
+            kick_reason: AtomicU8::new(0),
+            deadline: AtomicI64::new(i64::MAX),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mailbox> {
+        self.mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a delivery; `false` when the mailbox is full.
+    pub(crate) fn deliver(&self, m: Message) -> bool {
+        let mut mailbox = self.lock();
+        if mailbox.queue.len() >= self.capacity {
+            return false;
+        }
+        mailbox.queue.push_back(m);
+        let waker = mailbox.waker.take();
+        drop(mailbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Asks the connection to close with `code` (the first reason given wins).
     pub(crate) fn kick(&self, code: u8) {
-        self.kick_reason
-            .store(code, std::sync::atomic::Ordering::Relaxed);
-        self.kick.cancel();
+        debug_assert_ne!(code, 0);
+        let _ = self
+            .kick_reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The reason the connection was kicked, if it was.
+    pub(crate) fn kicked(&self) -> Option<u8> {
+        match self.kick_reason.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Ready with a kick or the next delivery; otherwise wakes `cx` when one arrives.
+    pub(crate) fn poll_event(&self, cx: &mut Context<'_>) -> Poll<ConnEvent> {
+        if let Some(code) = self.kicked() {
+            return Poll::Ready(ConnEvent::Kicked(code));
+        }
+        let mut mailbox = self.lock();
+        if let Some(m) = mailbox.queue.pop_front() {
+            if mailbox.queue.is_empty() {
+                // Drained: an idle connection keeps no queue buffer.
+                mailbox.queue = VecDeque::new();
+            }
+            return Poll::Ready(ConnEvent::Deliver(m));
+        }
+        Self::register(&mut mailbox, cx);
+        drop(mailbox);
+        // A kick between the first check and the registration found no waker to wake.
+        match self.kicked() {
+            Some(code) => Poll::Ready(ConnEvent::Kicked(code)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Ready once the connection is kicked; otherwise wakes `cx` on a kick (or a delivery).
+    pub(crate) fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        if let Some(code) = self.kicked() {
+            return Poll::Ready(code);
+        }
+        Self::register(&mut self.lock(), cx);
+        match self.kicked() {
+            Some(code) => Poll::Ready(code),
+            None => Poll::Pending,
+        }
+    }
+
+    fn register(mailbox: &mut Mailbox, cx: &mut Context<'_>) {
+        match &mailbox.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => mailbox.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Forgets the registered waker (the connection stopped waiting).
+    pub(crate) fn unregister_waker(&self) {
+        self.lock().waker = None;
     }
 }
 
 #[derive(Debug)]
 struct SessionEntry {
     principal: Arc<Principal>,
-    conn: Option<ConnHandle>,
+    conn: Option<Arc<ConnHandle>>,
     subscriptions: HashMap<String, SubOptions>,
     offline: VecDeque<Message>,
     /// Seconds the session outlives its connection (0: removed at once).
@@ -243,7 +347,7 @@ impl Broker {
         &self,
         key: SessionKey,
         principal: Arc<Principal>,
-        conn: ConnHandle,
+        conn: Arc<ConnHandle>,
         clean_start: bool,
         expiry: u32,
     ) -> Registered {
@@ -299,17 +403,14 @@ impl Broker {
         key: &Arc<SessionKey>,
         conn_id: u64,
         mut undelivered: Vec<Message>,
-        rx: &mut mpsc::Receiver<ToConn>,
+        conn: &ConnHandle,
         now: Timestamp,
     ) {
         let mut s = self.lock();
-        // Deliveries happen under this lock, so draining the channel here loses nothing that
+        // Deliveries happen under this lock, so draining the mailbox here loses nothing that
         // was routed to the closing connection.
-        while let Ok(ToConn::Deliver(m)) = rx.try_recv() {
-            if m.qos > QoS::AtMostOnce {
-                undelivered.push(m);
-            }
-        }
+        let left = std::mem::take(&mut conn.lock().queue);
+        undelivered.extend(left.into_iter().filter(|m| m.qos > QoS::AtMostOnce));
         let Some(entry) = s.sessions.get_mut(key) else {
             return;
         };
@@ -651,9 +752,8 @@ impl Broker {
             reached += 1;
             match &entry.conn {
                 Some(c) => {
-                    let full = c.tx.try_send(ToConn::Deliver(m)).is_err();
-                    if full {
-                        // Slow consumer: its channel is full. Close it; others are unaffected.
+                    if !c.deliver(m) {
+                        // Slow consumer: its mailbox is full. Close it; others are unaffected.
                         c.kick(reason::QUOTA_EXCEEDED);
                     }
                 }

@@ -1,9 +1,19 @@
 //! The thin tokio driver around a [`Session`]: reads and decodes, writes what the session asks
 //! for, calls the seams, and hands deliveries from the broker to the session.
+//!
+//! An idle connection is what a hub holds hundreds of thousands of, so the driver keeps nothing
+//! it does not need between packets: input is read into a per-thread scratch buffer and only a
+//! partial packet is kept; output buffers are dropped once written; the broker reaches the
+//! connection through one small [`ConnHandle`] (mailbox, kick, keep-alive deadline); and no
+//! timer exists per connection (one shared sweep compares deadlines with the clock).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use hub_core::{
@@ -11,46 +21,55 @@ use hub_core::{
     JobId, Principal, Resource, TenantId, Timestamp, authorize,
 };
 use hub_store::MeasurementUpload;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::Inner;
-use crate::broker::{ConnHandle, SessionKey, ToConn, topic_device};
+use crate::broker::{ConnEvent, ConnHandle, SessionKey, topic_device};
 use crate::codec::{Codec, Protocol, QoS, reason};
 use crate::session::{Action, Message, Session, SessionLimits, principal_tenant};
 
 /// Kick reason meaning "the shared sweep found the deadline passed".
 const SWEEP_EXPIRED: u8 = 0xFF;
 
-/// The one shared keep-alive sweep: each connection publishes its next deadline into an atomic;
-/// a single task compares them with the clock and kicks expired connections. No per-connection
-/// timer exists.
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Plaintext read from connections, before it is decoded.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The one shared keep-alive sweep: each connection publishes its next deadline in its
+/// [`ConnHandle`]; a single task compares them with the clock and kicks expired connections. No
+/// per-connection timer exists.
 #[derive(Debug, Default)]
 pub(crate) struct Sweep {
-    conns: Mutex<HashMap<u64, (Arc<AtomicI64>, ConnHandle)>>,
+    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
 }
 
 impl Sweep {
-    fn add(&self, handle: ConnHandle) -> Arc<AtomicI64> {
-        let deadline = Arc::new(AtomicI64::new(i64::MAX));
-        self.lock().insert(handle.id, (deadline.clone(), handle));
-        deadline
+    fn add(&self, handle: Arc<ConnHandle>) {
+        self.lock().insert(handle.id, handle);
     }
 
     fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        let mut conns = self.lock();
+        conns.remove(&id);
+        if conns.capacity() > 64 && conns.len() < conns.capacity() / 4 {
+            // After a mass disconnect, give the table's memory back.
+            conns.shrink_to_fit();
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<AtomicI64>, ConnHandle)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Kicks every connection whose deadline is at or before `now`.
     pub(crate) fn run(&self, now: Timestamp) {
         let now = now.as_millis();
-        for (deadline, handle) in self.lock().values() {
-            if deadline.load(Ordering::Relaxed) <= now && !handle.kick.is_cancelled() {
+        for handle in self.lock().values() {
+            if handle.deadline.load(Ordering::Relaxed) <= now && handle.kicked().is_none() {
                 handle.kick(SWEEP_EXPIRED);
             }
         }
@@ -58,7 +77,7 @@ impl Sweep {
 
     /// Kicks every connection with `code`.
     pub(crate) fn kick_all(&self, code: u8) {
-        for (_, handle) in self.lock().values() {
+        for handle in self.lock().values() {
             handle.kick(code);
         }
     }
@@ -69,7 +88,7 @@ struct Conn {
     session: Session,
     codec: Codec,
     out: BytesMut,
-    handle: ConnHandle,
+    handle: Arc<ConnHandle>,
     principal: Option<Arc<Principal>>,
     tenant: Option<TenantId>,
     key: Option<Arc<SessionKey>>,
@@ -78,20 +97,74 @@ struct Conn {
     close: Option<DisconnectReason>,
 }
 
+/// What woke an idle connection.
+enum Wake {
+    Kicked(u8),
+    Deliver(Message),
+    /// Bytes read (0: end of stream), or a read error.
+    Read(std::io::Result<usize>),
+}
+
+/// Reads what `stream` has into `buf`, through the per-thread scratch buffer: a connection that
+/// waits for input holds no read buffer.
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    READ_SCRATCH.with_borrow_mut(|scratch| {
+        if scratch.len() < READ_CHUNK {
+            scratch.resize(READ_CHUNK, 0);
+        }
+        let mut read = ReadBuf::new(scratch);
+        ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+}
+
+/// Writes and flushes `out`; `false` if the stream failed or the connection was kicked while
+/// the write could not proceed (a client that never reads).
+async fn write_unless_kicked<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &[u8],
+    handle: &ConnHandle,
+) -> bool {
+    let mut written = 0;
+    poll_fn(|cx| {
+        // A write that can complete does, even after a kick (the DISCONNECT).
+        let progress = loop {
+            if written == out.len() {
+                break Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| true);
+            }
+            match Pin::new(&mut *stream).poll_write(cx, &out[written..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(n)) => written += n,
+                other => break other.map_ok(|_| false),
+            }
+        };
+        match progress {
+            Poll::Ready(r) => Poll::Ready(r.unwrap_or(false)),
+            Poll::Pending => handle.poll_kicked(cx).map(|_| false),
+        }
+    })
+    .await
+}
+
 /// Runs one connection until it closes.
-pub(crate) async fn run_connection<S>(inner: Arc<Inner>, stream: S, protocol_label: &'static str)
-where
+pub(crate) async fn run_connection<S>(
+    inner: Arc<Inner>,
+    mut stream: S,
+    protocol_label: &'static str,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let now = inner.clock.now();
-    let (tx, mut rx) = mpsc::channel(inner.config.max_queued_messages.max(1));
-    let handle = ConnHandle {
-        id: inner.broker.next_conn_id(),
-        tx,
-        kick: CancellationToken::new(),
-        kick_reason: Arc::new(AtomicU8::new(0)),
-    };
-    let deadline = inner.sweep.add(handle.clone());
+    let handle = ConnHandle::new(
+        inner.broker.next_conn_id(),
+        inner.config.max_queued_messages,
+    );
+    inner.sweep.add(handle.clone());
     let limits = SessionLimits::from(&inner.config);
     let mut conn = Conn {
         session: Session::new(limits, now),
@@ -106,29 +179,22 @@ where
         close: None,
         inner,
     };
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    // Input not decoded yet: a partial packet at most, between reads.
     let mut buf = BytesMut::new();
+    // Alternates which source is polled first, so that neither a client publishing without
+    // pause nor a stream of deliveries starves the other.
+    let mut reads_first = false;
     loop {
         conn.process_actions().await;
         if !conn.out.is_empty() {
-            let written = tokio::select! {
-                // Biased: a write that can complete does, even after a kick (the DISCONNECT).
-                biased;
-                r = wr.write_all(&conn.out) => r.is_ok(),
-                // A client that never reads blocks this write: a kick (its queue overflowed, or
-                // the sweep found it silent) ends the connection instead.
-                _ = handle.kick.cancelled() => false,
-            };
-            conn.out.clear();
-            if conn.out.capacity() > 16 * 1024 {
-                conn.out = BytesMut::new();
-            }
-            if !written {
+            // Taken, so the buffer is freed once written: an idle connection keeps none.
+            let out = std::mem::take(&mut conn.out);
+            if !write_unless_kicked(&mut stream, &out, &handle).await {
+                drop(out);
                 if conn.close.is_none() {
-                    if handle.kick.is_cancelled() {
-                        conn.kicked();
-                    } else {
-                        conn.session.connection_lost(None);
+                    match handle.kicked() {
+                        Some(code) => conn.kicked(code),
+                        None => conn.session.connection_lost(None),
                     }
                     conn.process_actions().await;
                 }
@@ -136,47 +202,58 @@ where
             }
         }
         if conn.close.is_some() {
-            let _ = wr.shutdown().await;
+            let _ = stream.shutdown().await;
             break;
         }
-        deadline.store(
+        handle.deadline.store(
             conn.session.deadline().map_or(i64::MAX, |d| d.as_millis()),
             Ordering::Relaxed,
         );
-        // Unbiased: a client that publishes without pause must not starve its own deliveries
-        // (which would make it look like a slow consumer).
-        tokio::select! {
-            _ = handle.kick.cancelled() => conn.kicked(),
-            r = rd.read_buf(&mut buf) => {
-                match r {
-                    Ok(0) | Err(_) => conn.session.connection_lost(None),
-                    Ok(_) => conn.decode(&mut buf),
-                }
-                if buf.is_empty() && buf.capacity() > 4096 {
-                    // Idle connections keep no large read buffer.
-                    buf = BytesMut::new();
-                }
+        conn.session.release_idle_memory();
+        if buf.is_empty() {
+            buf = BytesMut::new();
+        }
+        reads_first = !reads_first;
+        let wake = poll_fn(|cx| {
+            if reads_first && let Poll::Ready(r) = poll_read_into(&mut stream, &mut buf, cx) {
+                return Poll::Ready(Wake::Read(r));
             }
-            Some(ToConn::Deliver(m)) = rx.recv() => {
+            match handle.poll_event(cx) {
+                Poll::Ready(ConnEvent::Kicked(code)) => return Poll::Ready(Wake::Kicked(code)),
+                Poll::Ready(ConnEvent::Deliver(m)) => return Poll::Ready(Wake::Deliver(m)),
+                Poll::Pending => {}
+            }
+            if !reads_first {
+                return poll_read_into(&mut stream, &mut buf, cx).map(Wake::Read);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Kicked(code) => conn.kicked(code),
+            Wake::Deliver(m) => {
                 let _ = conn.session.deliver(m);
             }
+            Wake::Read(Ok(0) | Err(_)) => conn.session.connection_lost(None),
+            Wake::Read(Ok(_)) => conn.decode(&mut buf),
         }
     }
-    conn.finish(&mut rx).await;
+    // Boxed: inline, the finishing state (a moved copy of `conn`) would double the size of
+    // every connection's future for its whole life.
+    Box::pin(conn.finish()).await;
 }
 
 impl Conn {
     /// The connection was kicked: by the sweep (deadline passed), a takeover, the slow-consumer
     /// policy or the shutdown drain.
-    fn kicked(&mut self) {
-        let code = self.handle.kick_reason.load(Ordering::Relaxed);
+    fn kicked(&mut self, code: u8) {
         let now = self.inner.clock.now();
         match code {
             SWEEP_EXPIRED => {
                 self.session.handle_timeout(now);
                 if !self.session.is_closed() {
-                    // Raced with traffic: the deadline moved. Close anyway, since the kick token
-                    // cannot be re-armed; the client reconnects.
+                    // Raced with traffic: the deadline moved. Close anyway, since a kick cannot
+                    // be taken back; the client reconnects.
                     self.session.server_close(
                         reason::KEEP_ALIVE_TIMEOUT,
                         DisconnectReason::KeepAliveTimeout,
@@ -458,7 +535,7 @@ impl Conn {
         code
     }
 
-    async fn finish(mut self, rx: &mut mpsc::Receiver<ToConn>) {
+    async fn finish(mut self) {
         let now = self.inner.clock.now();
         // Wills and final actions were processed in the loop; what is left is bookkeeping.
         let why = self.close.unwrap_or(DisconnectReason::ConnectionLost);
@@ -466,12 +543,14 @@ impl Conn {
             let undelivered = self.session.take_undelivered();
             self.inner
                 .broker
-                .unregister(key, self.handle.id, undelivered, rx, now);
+                .unregister(key, self.handle.id, undelivered, &self.handle, now);
         }
         if let Some(Principal::Device(d)) = self.principal.as_deref() {
             self.inner.presence.disconnected(&d.group, &d.id, why, now);
         }
         self.inner.sweep.remove(self.handle.id);
+        // Whoever still holds the handle must not keep this task alive through its waker.
+        self.handle.unregister_waker();
     }
 }
 
@@ -588,12 +667,14 @@ pub(crate) mod size {
         let stream_size = std::mem::size_of_val(&stream);
         let fut = super::run_connection(transport.inner.clone(), stream, "test");
         let future_size = std::mem::size_of_val(&fut);
-        let tls_stream =
-            std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>();
+        let tls_stream = std::mem::size_of::<crate::listener::DeviceTls>();
         let total = future_size - stream_size + tls_stream;
         eprintln!(
             "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
-             over TLS/TCP: about {total} bytes inline (TlsStream itself: {tls_stream} bytes)"
+             over TLS/TCP: about {total} bytes inline (the TLS stream itself: {tls_stream} \
+             bytes); session {} bytes, codec {} bytes",
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<crate::codec::Codec>(),
         );
         assert!(
             future_size - stream_size < 1536,

@@ -340,10 +340,7 @@ impl JobNotifier for Transport {
 }
 
 #[cfg(feature = "http")]
-async fn ws_serve_connection(
-    router: axum::Router,
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-) {
+async fn ws_serve_connection(router: axum::Router, tls: listener::DeviceTls) {
     let service = hyper_util::service::TowerToHyperService::new(router);
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(hyper_util::rt::TokioIo::new(tls), service)

@@ -69,6 +69,47 @@ pub(crate) fn tune(stream: &TcpStream, p: &SocketProfile) {
     }
 }
 
+/// The TLS stream of a device connection: the compact record layer (feature `compact-tls`), else
+/// tokio-rustls.
+#[cfg(feature = "compact-tls")]
+pub(crate) type DeviceTls = crate::tls::compact::CompactTls;
+/// The TLS stream of a device connection: the compact record layer (feature `compact-tls`), else
+/// tokio-rustls.
+#[cfg(not(feature = "compact-tls"))]
+pub(crate) type DeviceTls = tokio_rustls::server::TlsStream<TcpStream>;
+
+#[cfg(feature = "compact-tls")]
+struct Acceptor(Arc<rustls::ServerConfig>);
+
+#[cfg(feature = "compact-tls")]
+impl Acceptor {
+    fn new(mut tls: Arc<rustls::ServerConfig>) -> Self {
+        if !tls.enable_secret_extraction {
+            // The record layer needs the traffic keys once the handshake is over.
+            Arc::make_mut(&mut tls).enable_secret_extraction = true;
+        }
+        Self(tls)
+    }
+
+    async fn accept(&self, stream: TcpStream) -> std::io::Result<DeviceTls> {
+        crate::tls::compact::accept(stream, self.0.clone()).await
+    }
+}
+
+#[cfg(not(feature = "compact-tls"))]
+struct Acceptor(tokio_rustls::TlsAcceptor);
+
+#[cfg(not(feature = "compact-tls"))]
+impl Acceptor {
+    fn new(tls: Arc<rustls::ServerConfig>) -> Self {
+        Self(tokio_rustls::TlsAcceptor::from(tls))
+    }
+
+    async fn accept(&self, stream: TcpStream) -> std::io::Result<DeviceTls> {
+        self.0.accept(stream).await
+    }
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
@@ -90,10 +131,10 @@ pub(crate) async fn serve_with<F, Fut>(
     handle: F,
 ) -> std::io::Result<()>
 where
-    F: Fn(Arc<Inner>, tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Clone + Send + 'static,
+    F: Fn(Arc<Inner>, DeviceTls) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let acceptor = Arc::new(Acceptor::new(tls));
     let tracker = TaskTracker::new();
     let cfg: &TransportConfig = &inner.config;
     let mut bucket = Bucket::new(cfg.accept_rate_per_sec, cfg.accept_burst);
@@ -140,9 +181,12 @@ where
         let acceptor = acceptor.clone();
         let handle = handle.clone();
         tracker.spawn(async move {
-            if let Ok(Ok(tls)) =
-                tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-            {
+            // Boxed: the handshake's state is large and short-lived; inline, it would stay in
+            // every connection's task for the connection's life.
+            let handshake = Box::pin(tokio::time::timeout(handshake_timeout, async move {
+                acceptor.accept(stream).await
+            }));
+            if let Ok(Ok(tls)) = handshake.await {
                 handle(inner.clone(), tls).await;
             }
             inner.connections.fetch_sub(1, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use hub_core::{Credentials, DeviceId, DisconnectReason, Principal, Secret, Times
 
 use crate::codec::{
     Ack, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, SubAck,
-    SubOptions, reason,
+    SubOptions, Will, reason,
 };
 use crate::config::TransportConfig;
 
@@ -149,7 +149,13 @@ pub struct Session {
     state: State,
     protocol: Protocol,
     limits: SessionLimits,
+    /// The CONNECT packet, from its arrival until the session is authenticated: credentials are
+    /// not kept for the life of the connection.
     connect: Option<Box<Connect>>,
+    /// The will, once the session is authenticated.
+    will: Option<Box<Will>>,
+    /// The session expiry granted, in seconds.
+    expiry: u32,
     keep_alive: u16,
     last_heard: Timestamp,
     started: Timestamp,
@@ -170,6 +176,8 @@ impl Session {
             protocol: Protocol::V311,
             limits,
             connect: None,
+            will: None,
+            expiry: 0,
             keep_alive: 0,
             last_heard: now,
             started: now,
@@ -193,7 +201,7 @@ impl Session {
         self.protocol
     }
 
-    /// The CONNECT packet, once received.
+    /// The CONNECT packet, from its arrival until the session is authenticated.
     pub fn connect_packet(&self) -> Option<&Connect> {
         self.connect.as_deref()
     }
@@ -344,7 +352,7 @@ impl Session {
                 if d.reason == reason::DISCONNECT_WITH_WILL {
                     self.publish_will();
                 }
-                self.connect.as_mut().map(|c| c.will.take());
+                self.will = None;
                 self.state = State::Closed;
                 self.out.push(Action::Close(DisconnectReason::Graceful));
             }
@@ -386,15 +394,7 @@ impl Session {
             // 3.1.1 has no way to tell the client another value: hold it to its own.
             Protocol::V311 => c.keep_alive,
         };
-        self.connect = Some(c);
-        self.state = State::Authenticating;
-        self.out.push(Action::Authenticate(credentials));
-    }
-
-    /// The session expiry the hub grants, in seconds (0: the session ends with the connection).
-    pub fn session_expiry(&self) -> u32 {
-        let Some(c) = &self.connect else { return 0 };
-        match c.protocol {
+        self.expiry = match c.protocol {
             Protocol::V311 if c.clean_start => 0,
             Protocol::V311 => self.limits.max_session_expiry,
             Protocol::V5 => c
@@ -402,7 +402,15 @@ impl Session {
                 .session_expiry
                 .unwrap_or(0)
                 .min(self.limits.max_session_expiry),
-        }
+        };
+        self.connect = Some(c);
+        self.state = State::Authenticating;
+        self.out.push(Action::Authenticate(credentials));
+    }
+
+    /// The session expiry the hub grants, in seconds (0: the session ends with the connection).
+    pub fn session_expiry(&self) -> u32 {
+        self.expiry
     }
 
     /// The outcome of [`Action::Authenticate`]. On success the driver has registered the session
@@ -444,6 +452,7 @@ impl Session {
             properties.assigned_client_id = assigned_client_id;
         }
         self.state = State::Connected;
+        self.will = self.connect.take().and_then(|c| c.will).map(Box::new);
         self.send(Packet::ConnAck(ConnAck {
             session_present,
             code: 0,
@@ -560,6 +569,19 @@ impl Session {
         Ok(())
     }
 
+    /// Gives back the memory of queues that are empty: an idle session holds no buffers.
+    pub fn release_idle_memory(&mut self) {
+        if self.inflight.is_empty() && self.inflight.capacity() > 0 {
+            self.inflight = VecDeque::new();
+        }
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            self.queue = VecDeque::new();
+        }
+        if self.incoming_qos2.is_empty() && self.incoming_qos2.capacity() > 0 {
+            self.incoming_qos2 = Vec::new();
+        }
+    }
+
     /// Messages accepted but not yet acknowledged by the client, oldest first, so that a
     /// persistent session keeps them when the connection ends.
     pub fn take_undelivered(&mut self) -> Vec<Message> {
@@ -645,7 +667,7 @@ impl Session {
     }
 
     fn publish_will(&mut self) {
-        if let Some(w) = self.connect.as_mut().and_then(|c| c.will.take()) {
+        if let Some(w) = self.will.take().map(|w| *w) {
             self.out.push(Action::Publish {
                 message: Message {
                     topic: w.topic,

@@ -4,6 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+
+#[cfg(feature = "compact-tls")]
+pub(crate) mod compact;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 

@@ -1,0 +1,671 @@
+//! TLS whose idle connections keep no buffers (feature `compact-tls`).
+//!
+//! rustls drives the handshake through its unbuffered API, with buffers that live only while the
+//! handshake runs. Once it completes, the traffic keys are taken out of rustls
+//! ([`UnbufferedServerConnection::dangerous_into_kernel_connection`], the interface rustls offers
+//! for kernel TLS) and this module runs the record layer itself, as kTLS would: AES-GCM or
+//! ChaCha20-Poly1305 from aws-lc-rs, TLS 1.3 (key updates in both directions included, through
+//! rustls's [`KernelConnection`]) and TLS 1.2. An idle connection then keeps two keys, two IVs,
+//! two sequence numbers and the `KernelConnection`, and no buffer at all: ciphertext is read into
+//! a per-thread scratch buffer and decrypted in place, plaintext is encrypted into another, and
+//! only what the socket or the reader could not take yet is kept on the heap, until it is taken.
+//! The AEAD key schedule is rebuilt for each record rather than kept: a device sends a few
+//! records a minute, and the schedule costs more memory than a rebuild costs time.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest plaintext a record carries.
+const MAX_PLAINTEXT: usize = 16 * 1024;
+/// The largest record body accepted: TLS 1.2 allows 2,048 bytes of expansion (RFC 5246 §6.2.3),
+/// TLS 1.3 256.
+const MAX_RECORD_BODY: usize = MAX_PLAINTEXT + 2048;
+const HEADER: usize = 5;
+const TAG: usize = 16;
+const EXPLICIT_NONCE: usize = 8;
+/// Records sent under one TLS 1.3 key before it is replaced: AES-GCM's confidentiality limit is
+/// 2^24.5 records (RFC 8446 §5.5); this stays well below it, for ChaCha20 too.
+const KEY_UPDATE_AFTER: u64 = 1 << 23;
+/// Plaintext encrypted by one `poll_write`: four full records, one system call.
+const WRITE_CHUNK: usize = 4 * MAX_PLAINTEXT;
+const SCRATCH: usize = WRITE_CHUNK + 4 * (HEADER + EXPLICIT_NONCE + 1 + TAG);
+
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPLICATION_DATA: u8 = 23;
+const HANDSHAKE_KEY_UPDATE: u8 = 24;
+
+thread_local! {
+    /// Ciphertext read from sockets, decrypted in place.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Ciphertext on its way to sockets.
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn bad_record(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"))
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cipher {
+    Aes128Gcm,
+    Aes256Gcm,
+    Chacha20Poly1305,
+}
+
+impl Cipher {
+    fn algorithm(self) -> &'static aead::Algorithm {
+        match self {
+            Cipher::Aes128Gcm => &aead::AES_128_GCM,
+            Cipher::Aes256Gcm => &aead::AES_256_GCM,
+            Cipher::Chacha20Poly1305 => &aead::CHACHA20_POLY1305,
+        }
+    }
+}
+
+/// One direction's key material: what rustls's record layer keeps, minus the expanded key
+/// schedule.
+struct Direction {
+    key: [u8; 32],
+    key_len: u8,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl Direction {
+    fn new(seq: u64, secrets: ConnectionTrafficSecrets) -> Result<(Cipher, Self), io::Error> {
+        let (cipher, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (Cipher::Chacha20Poly1305, key, iv)
+            }
+            _ => return Err(bad_record("the negotiated cipher suite is not supported")),
+        };
+        let mut d = Direction {
+            key: [0; 32],
+            key_len: 0,
+            iv: [0; 12],
+            seq,
+        };
+        let key = key.as_ref();
+        if key.len() > 32 || iv.as_ref().len() != 12 {
+            return Err(bad_record("unexpected key or IV length"));
+        }
+        d.key[..key.len()].copy_from_slice(key);
+        d.key_len = key.len() as u8;
+        d.iv.copy_from_slice(iv.as_ref());
+        Ok((cipher, d))
+    }
+
+    fn key(&self, cipher: Cipher) -> io::Result<LessSafeKey> {
+        UnboundKey::new(cipher.algorithm(), &self.key[..usize::from(self.key_len)])
+            .map(LessSafeKey::new)
+            .map_err(|_| bad_record("the traffic key was refused"))
+    }
+
+    /// The IV with the sequence number folded into its last eight bytes (RFC 8446 §5.3, and
+    /// TLS 1.2's ChaCha20 and AES-GCM nonces as rustls builds them).
+    fn nonce(&self) -> [u8; 12] {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        nonce
+    }
+}
+
+impl Drop for Direction {
+    fn drop(&mut self) {
+        // Keys do not linger in freed memory.
+        zeroize::Zeroize::zeroize(&mut self.key);
+        zeroize::Zeroize::zeroize(&mut self.iv);
+    }
+}
+
+/// What one received record held.
+enum Opened {
+    /// Application data at this range of the record buffer.
+    Data(std::ops::Range<usize>),
+    /// close_notify.
+    Closed,
+    /// A TLS 1.3 KeyUpdate, and whether the peer asked for ours.
+    KeyUpdate { requested: bool },
+}
+
+/// The record layer of an established connection.
+struct Records {
+    tls13: bool,
+    cipher: Cipher,
+    tx: Direction,
+    rx: Direction,
+}
+
+impl Records {
+    /// Encrypts `plain` as one record of `content` type, appending it to `out`.
+    fn seal(&mut self, content: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        debug_assert!(plain.len() <= MAX_PLAINTEXT);
+        if !self.tls13 && self.tx.seq == u64::MAX {
+            return Err(bad_record("the TLS 1.2 sequence numbers are exhausted"));
+        }
+        let key = self.tx.key(self.cipher)?;
+        let nonce = self.tx.nonce();
+        let start = out.len();
+        if self.tls13 {
+            let body = plain.len() + 1 + TAG;
+            out.extend_from_slice(&[CONTENT_APPLICATION_DATA, 3, 3]);
+            out.extend_from_slice(&(body as u16).to_be_bytes());
+            out.extend_from_slice(plain);
+            out.push(content);
+            let header: [u8; HEADER] = out[start..start + HEADER].try_into().expect("5 bytes");
+            let tag = key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    &mut out[start + HEADER..],
+                )
+                .map_err(|_| bad_record("encryption failed"))?;
+            out.extend_from_slice(tag.as_ref());
+        } else {
+            let explicit = if self.cipher == Cipher::Chacha20Poly1305 {
+                0
+            } else {
+                EXPLICIT_NONCE
+            };
+            let body = explicit + plain.len() + TAG;
+            out.extend_from_slice(&[content, 3, 3]);
+            out.extend_from_slice(&(body as u16).to_be_bytes());
+            out.extend_from_slice(&nonce[12 - explicit..]);
+            out.extend_from_slice(plain);
+            let aad = tls12_aad(self.tx.seq, content, plain.len());
+            let tag = key
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut out[start + HEADER + explicit..],
+                )
+                .map_err(|_| bad_record("encryption failed"))?;
+            out.extend_from_slice(tag.as_ref());
+        }
+        self.tx.seq += 1;
+        Ok(())
+    }
+
+    /// Decrypts the whole record `record` (header included) in place.
+    fn open(&mut self, record: &mut [u8]) -> io::Result<Opened> {
+        let outer = record[0];
+        let key = self.rx.key(self.cipher)?;
+        let (inner, range) = if self.tls13 {
+            if outer != CONTENT_APPLICATION_DATA {
+                return Err(bad_record("an unprotected record after the handshake"));
+            }
+            let header: [u8; HEADER] = record[..HEADER].try_into().expect("5 bytes");
+            let nonce = self.rx.nonce();
+            let plain = key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    &mut record[HEADER..],
+                )
+                .map_err(|_| bad_record("a record failed authentication"))?;
+            // Strip the padding; the last non-zero byte is the real content type.
+            let Some(end) = plain.iter().rposition(|&b| b != 0) else {
+                return Err(bad_record("a record without a content type"));
+            };
+            (plain[end], HEADER..HEADER + end)
+        } else {
+            let explicit = if self.cipher == Cipher::Chacha20Poly1305 {
+                0
+            } else {
+                EXPLICIT_NONCE
+            };
+            let body = record.len() - HEADER;
+            if body < explicit + TAG {
+                return Err(bad_record("a record too short to be protected"));
+            }
+            let mut nonce = self.rx.nonce();
+            if explicit > 0 {
+                nonce[4..].copy_from_slice(&record[HEADER..HEADER + EXPLICIT_NONCE]);
+            }
+            let aad = tls12_aad(self.rx.seq, outer, body - explicit - TAG);
+            let plain = key
+                .open_in_place(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut record[HEADER + explicit..],
+                )
+                .map_err(|_| bad_record("a record failed authentication"))?;
+            let len = plain.len();
+            (outer, HEADER + explicit..HEADER + explicit + len)
+        };
+        self.rx.seq += 1;
+        match inner {
+            CONTENT_APPLICATION_DATA => Ok(Opened::Data(range)),
+            CONTENT_ALERT => match &record[range] {
+                [_, 0] => Ok(Opened::Closed),
+                _ => Err(bad_record("the peer sent an alert")),
+            },
+            CONTENT_HANDSHAKE if self.tls13 => match &record[range] {
+                [HANDSHAKE_KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => Ok(Opened::KeyUpdate {
+                    requested: *request == 1,
+                }),
+                _ => Err(bad_record("an unexpected post-handshake message")),
+            },
+            _ => Err(bad_record("an unexpected record type after the handshake")),
+        }
+    }
+}
+
+#[cfg(not(test))]
+fn key_update_after() -> u64 {
+    KEY_UPDATE_AFTER
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Lets a test reach the key's limit in a few records.
+    static KEY_UPDATE_AFTER_IN_TEST: std::cell::Cell<u64> = const { std::cell::Cell::new(KEY_UPDATE_AFTER) };
+}
+
+#[cfg(test)]
+fn key_update_after() -> u64 {
+    KEY_UPDATE_AFTER_IN_TEST.get()
+}
+
+fn tls12_aad(seq: u64, content: u8, len: usize) -> [u8; 13] {
+    let mut aad = [0u8; 13];
+    aad[..8].copy_from_slice(&seq.to_be_bytes());
+    aad[8] = content;
+    aad[9] = 3;
+    aad[10] = 3;
+    aad[11..].copy_from_slice(&(len as u16).to_be_bytes());
+    aad
+}
+
+/// The length of the first record in `buf` if it is complete.
+fn complete_record(buf: &[u8]) -> io::Result<Option<usize>> {
+    if buf.len() < HEADER {
+        return Ok(None);
+    }
+    let body = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    if body > MAX_RECORD_BODY {
+        return Err(bad_record("a record longer than the protocol allows"));
+    }
+    Ok((buf.len() >= HEADER + body).then_some(HEADER + body))
+}
+
+/// A server-side TLS connection over TCP that holds no buffers while idle.
+pub(crate) struct CompactTls {
+    io: TcpStream,
+    records: Records,
+    /// For TLS 1.3 key updates (rustls derives the next traffic secrets).
+    kernel: Box<KernelConnection<ServerConnectionData>>,
+    /// Received ciphertext that does not make a whole record yet.
+    partial: Vec<u8>,
+    /// Decrypted plaintext the reader has not taken yet, from `taken` on.
+    plain: Vec<u8>,
+    taken: usize,
+    /// Ciphertext the socket has not taken yet, from `sent` on.
+    unsent: Vec<u8>,
+    sent: usize,
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl std::fmt::Debug for CompactTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactTls")
+            .field("tls13", &self.records.tls13)
+            .field("cipher", &self.records.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the server side of a TLS handshake on `io` with rustls, then hands the connection to the
+/// compact record layer. `config` must have `enable_secret_extraction` set.
+pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Result<CompactTls> {
+    let mut conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut incoming = vec![0u8; 4096];
+    let mut filled = 0;
+    let mut outgoing = vec![0u8; 4096];
+    let mut pending = 0;
+    // Application data that arrived with the client's last handshake flight.
+    let mut early = Vec::new();
+    loop {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming[..filled]);
+        let mut read_more = false;
+        let mut established = false;
+        match state.map_err(tls_error)? {
+            ConnectionState::EncodeTlsData(mut data) => loop {
+                match data.encode(&mut outgoing[pending..]) {
+                    Ok(n) => {
+                        pending += n;
+                        break;
+                    }
+                    Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                        outgoing.resize(pending + required_size, 0);
+                    }
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                }
+            },
+            ConnectionState::TransmitTlsData(data) => {
+                io.write_all(&outgoing[..pending]).await?;
+                pending = 0;
+                data.done();
+            }
+            ConnectionState::BlockedHandshake => read_more = true,
+            ConnectionState::ReadTraffic(mut traffic) => {
+                while let Some(record) = traffic.next_record() {
+                    early.extend_from_slice(record.map_err(tls_error)?.payload);
+                }
+            }
+            ConnectionState::WriteTraffic(_) => established = true,
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            other => return Err(io::Error::other(format!("unexpected TLS state {other:?}"))),
+        }
+        incoming.copy_within(discard..filled, 0);
+        filled -= discard;
+        if established {
+            if pending > 0 {
+                io.write_all(&outgoing[..pending]).await?;
+                pending = 0;
+            }
+            // A TLS 1.3 server may send before the client's Finished arrives; the handshake is
+            // over only when both directions are open.
+            if !conn.is_handshaking() {
+                break;
+            }
+            read_more = true;
+        }
+        if read_more {
+            if filled == incoming.len() {
+                if incoming.len() >= HEADER + MAX_RECORD_BODY {
+                    return Err(bad_record("a handshake record longer than allowed"));
+                }
+                incoming.resize((incoming.len() * 2).min(HEADER + MAX_RECORD_BODY), 0);
+            }
+            let n = io.read(&mut incoming[filled..]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            filled += n;
+        }
+    }
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls_error)?;
+    let tls13 = match kernel.protocol_version() {
+        ProtocolVersion::TLSv1_3 => true,
+        ProtocolVersion::TLSv1_2 => false,
+        _ => return Err(bad_record("an unsupported protocol version")),
+    };
+    let (cipher, tx) = Direction::new(secrets.tx.0, secrets.tx.1)?;
+    let (_, rx) = Direction::new(secrets.rx.0, secrets.rx.1)?;
+    Ok(CompactTls {
+        io,
+        records: Records {
+            tls13,
+            cipher,
+            tx,
+            rx,
+        },
+        kernel: Box::new(kernel),
+        // What rustls had not processed yet: the start of the first record of traffic.
+        partial: incoming[..filled].to_vec(),
+        plain: early,
+        taken: 0,
+        unsent: Vec::new(),
+        sent: 0,
+        read_closed: false,
+        write_closed: false,
+    })
+}
+
+impl CompactTls {
+    /// Whether TLS 1.3 was negotiated (else TLS 1.2).
+    #[cfg(test)]
+    pub(crate) fn is_tls13(&self) -> bool {
+        self.records.tls13
+    }
+
+    /// Writes what is left of `unsent`.
+    fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.unsent.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        // Sent: keep no buffer.
+        self.unsent = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Encrypts `records` (content type, plaintext of at most one record each) and writes them,
+    /// keeping what the socket did not take in `unsent`. Call only with `unsent` empty.
+    fn send(
+        &mut self,
+        cx: &mut Context<'_>,
+        records: &mut dyn Iterator<Item = (u8, &[u8])>,
+    ) -> io::Result<()> {
+        debug_assert!(self.unsent.is_empty());
+        WRITE_SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            for (content, plain) in records {
+                self.seal_rekeying(content, plain, out)?;
+            }
+            let mut written = 0;
+            while written < out.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &out[written..]) {
+                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => break,
+                }
+            }
+            if written < out.len() {
+                self.unsent = out[written..].to_vec();
+                self.sent = 0;
+            }
+            if out.capacity() > SCRATCH {
+                *out = Vec::new();
+            }
+            Ok(())
+        })
+    }
+
+    /// Seals one record, first replacing a TLS 1.3 key that has protected enough records.
+    fn seal_rekeying(&mut self, content: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        if self.records.tls13 && self.records.tx.seq >= key_update_after() {
+            self.update_tx_key(out)?;
+        }
+        self.records.seal(content, plain, out)
+    }
+
+    /// Sends a KeyUpdate (not asking for the peer's) under the old key, then switches.
+    fn update_tx_key(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        self.records
+            .seal(CONTENT_HANDSHAKE, &[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0], out)?;
+        let (seq, secrets) = self.kernel.update_tx_secret().map_err(tls_error)?;
+        self.records.tx = Direction::new(seq, secrets)?.1;
+        Ok(())
+    }
+
+    /// Handles one whole record at `record`: application data is appended to `plain`.
+    fn receive(&mut self, record: &mut [u8], cx: &mut Context<'_>) -> io::Result<()> {
+        match self.records.open(record)? {
+            Opened::Data(range) => self.plain.extend_from_slice(&record[range]),
+            Opened::Closed => self.read_closed = true,
+            Opened::KeyUpdate { requested } => {
+                let (seq, secrets) = self.kernel.update_rx_secret().map_err(tls_error)?;
+                self.records.rx = Direction::new(seq, secrets)?.1;
+                if requested && !self.write_closed {
+                    if self.unsent.is_empty() {
+                        WRITE_SCRATCH.with_borrow_mut(|out| {
+                            out.clear();
+                            self.update_tx_key(out)?;
+                            self.unsent = std::mem::take(out);
+                            Ok::<_, io::Error>(())
+                        })?;
+                    } else {
+                        let mut out = std::mem::take(&mut self.unsent);
+                        self.update_tx_key(&mut out)?;
+                        self.unsent = out;
+                    }
+                    // Best effort now; the next write or flush finishes it.
+                    let _ = self.poll_send_unsent(cx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads from the socket and decrypts what arrived; `Ready(Ok(()))` once something changed
+    /// (plaintext arrived, or the stream ended).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            // Whole records kept from an earlier read come first.
+            if !self.partial.is_empty() {
+                let mut partial = std::mem::take(&mut self.partial);
+                let mut at = 0;
+                while let Some(len) = complete_record(&partial[at..])? {
+                    self.receive(&mut partial[at..at + len], cx)?;
+                    at += len;
+                }
+                if at < partial.len() {
+                    partial.drain(..at);
+                    self.partial = partial;
+                }
+                if !self.plain.is_empty() || self.read_closed {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let read = READ_SCRATCH.with_borrow_mut(|scratch| -> Poll<io::Result<bool>> {
+                if scratch.len() < SCRATCH {
+                    scratch.resize(SCRATCH, 0);
+                }
+                let mut buf = ReadBuf::new(scratch);
+                ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+                let n = buf.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Ok(false));
+                }
+                if !self.partial.is_empty() {
+                    self.partial.extend_from_slice(&scratch[..n]);
+                    return Poll::Ready(Ok(true));
+                }
+                let mut at = 0;
+                while let Some(len) = complete_record(&scratch[at..n])? {
+                    self.receive(&mut scratch[at..at + len], cx)?;
+                    at += len;
+                    if self.read_closed {
+                        return Poll::Ready(Ok(true));
+                    }
+                }
+                if at < n {
+                    self.partial = scratch[at..n].to_vec();
+                }
+                Poll::Ready(Ok(true))
+            });
+            match ready!(read)? {
+                false => {
+                    // EOF without close_notify: the peer is gone all the same.
+                    self.read_closed = true;
+                    return Poll::Ready(Ok(()));
+                }
+                true if !self.plain.is_empty() || self.read_closed => {
+                    return Poll::Ready(Ok(()));
+                }
+                true => {}
+            }
+        }
+    }
+}
+
+impl AsyncRead for CompactTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if this.taken == this.plain.len() && !this.read_closed {
+            this.plain.clear();
+            this.taken = 0;
+            ready!(this.poll_fill(cx))?;
+        }
+        let available = &this.plain[this.taken..];
+        let n = available.len().min(buf.remaining());
+        buf.put_slice(&available[..n]);
+        this.taken += n;
+        if this.taken == this.plain.len() {
+            // Taken: keep no buffer.
+            this.plain = Vec::new();
+            this.taken = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for CompactTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_unsent(cx))?;
+        if this.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let data = &data[..data.len().min(WRITE_CHUNK)];
+        this.send(
+            cx,
+            &mut data
+                .chunks(MAX_PLAINTEXT)
+                .map(|chunk| (CONTENT_APPLICATION_DATA, chunk)),
+        )?;
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_unsent(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_unsent(cx))?;
+        if !this.write_closed {
+            this.write_closed = true;
+            // close_notify: a warning-level alert, description 0.
+            this.send(cx, &mut std::iter::once((CONTENT_ALERT, &[1u8, 0][..])))?;
+            ready!(this.poll_send_unsent(cx))?;
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

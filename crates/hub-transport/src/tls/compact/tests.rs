@@ -1,0 +1,433 @@
+//! The compact record layer against rustls's own client (buffered, the reference
+//! implementation), for every cipher suite and both protocol versions, and against OpenSSL's
+//! `s_client` for key updates.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedCipherSuite};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{CompactTls, accept};
+
+struct Pki {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn pki() -> Pki {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    Pki {
+        cert: cert.der().clone(),
+        key: key.serialize_der(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+fn server_config(pki: &Pki, tls12: bool) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![pki.cert.clone()],
+            PrivateKeyDer::try_from(pki.key.clone()).unwrap(),
+        )
+        .unwrap();
+    config.enable_secret_extraction = true;
+    Arc::new(config)
+}
+
+fn client_config(pki: &Pki, suite: SupportedCipherSuite) -> Arc<ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = vec![suite];
+    let version = match suite {
+        SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+    };
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.cert.clone()).unwrap();
+    Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+async fn pair(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (CompactTls, tokio_rustls::client::TlsStream<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accept(tcp, server).await
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let client = tokio_rustls::TlsConnector::from(client)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    (accepting.await.unwrap().unwrap(), client)
+}
+
+/// Bytes that are not all the same, so a misplaced record shows.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Small and large messages both ways, then close_notify both ways.
+async fn round_trips(
+    server: &mut CompactTls,
+    client: &mut tokio_rustls::client::TlsStream<TcpStream>,
+) {
+    for len in [1usize, 100, 16 * 1024, 16 * 1024 + 1, 200_000] {
+        let sent = pattern(len, len as u8);
+        let (w, r) = tokio::join!(client.write_all(&sent), async {
+            let mut got = vec![0u8; len];
+            server.read_exact(&mut got).await.map(|_| got)
+        });
+        w.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(r.unwrap(), sent, "client to server, {len} bytes");
+
+        let sent = pattern(len, !(len as u8));
+        let (w, r) = tokio::join!(
+            async {
+                server.write_all(&sent).await?;
+                server.flush().await
+            },
+            async {
+                let mut got = vec![0u8; len];
+                client.read_exact(&mut got).await.map(|_| got)
+            }
+        );
+        w.unwrap();
+        assert_eq!(r.unwrap(), sent, "server to client, {len} bytes");
+    }
+}
+
+async fn closes(mut server: CompactTls, mut client: tokio_rustls::client::TlsStream<TcpStream>) {
+    // The server's close_notify reaches the client as a clean end of stream ...
+    server.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    // ... and the client's reaches the server as one.
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn every_cipher_suite_of_both_versions_carries_data_and_closes() {
+    let pki = pki();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut seen13 = 0;
+    let mut seen12 = 0;
+    for suite in provider.cipher_suites {
+        let tls13 = matches!(suite, SupportedCipherSuite::Tls13(_));
+        if !tls13
+            && !matches!(
+                suite.suite(),
+                rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                    | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        {
+            // RSA suites need an RSA certificate; the ECDSA ones cover the same record layer.
+            continue;
+        }
+        let (mut server, mut client) =
+            pair(server_config(&pki, true), client_config(&pki, suite)).await;
+        assert_eq!(server.is_tls13(), tls13, "{suite:?}");
+        round_trips(&mut server, &mut client).await;
+        closes(server, client).await;
+        if tls13 {
+            seen13 += 1;
+        } else {
+            seen12 += 1;
+        }
+    }
+    assert_eq!((seen13, seen12), (3, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sent_with_the_clients_finished_is_not_lost() {
+    let pki = pki();
+    let server = server_config(&pki, false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accept(tcp, server).await
+    });
+    // A client that writes before the handshake is over: rustls sends it right behind its
+    // Finished, so the server's handshake loop is the one to receive it.
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&pki, suite),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    conn.writer()
+        .write_all_compat(b"CONNECT early")
+        .expect("buffered until the handshake completes");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let tcp_for_client = tcp.try_clone().unwrap();
+    let client = std::thread::spawn(move || {
+        let mut tcp = tcp_for_client;
+        while conn.is_handshaking() || conn.wants_write() {
+            if conn.wants_write() {
+                conn.write_tls(&mut tcp).unwrap();
+            } else {
+                conn.read_tls(&mut tcp).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+        }
+        conn
+    });
+    let mut server = accepting.await.unwrap().unwrap();
+    let mut got = [0u8; 13];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"CONNECT early");
+    drop(client.join().unwrap());
+    let _ = tcp.shutdown(std::net::Shutdown::Both);
+}
+
+trait WriteAllCompat {
+    fn write_all_compat(&mut self, data: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteAllCompat for rustls::Writer<'_> {
+    fn write_all_compat(&mut self, data: &[u8]) -> std::io::Result<()> {
+        std::io::Write::write_all(self, data)
+    }
+}
+
+#[tokio::test]
+async fn key_updates_from_the_client_are_followed() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384;
+    let (mut server, mut client) =
+        pair(server_config(&pki, false), client_config(&pki, suite)).await;
+    for round in 0..3u8 {
+        // rustls sends KeyUpdate(update_requested): the server must switch its receive key and
+        // answer with its own, or the next records fail on either side.
+        client.get_mut().1.refresh_traffic_keys().unwrap();
+        let sent = pattern(5000, round);
+        client.write_all(&sent).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent);
+        server.write_all(&sent).await.unwrap();
+        server.flush().await.unwrap();
+        let mut back = vec![0u8; sent.len()];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, sent);
+    }
+    round_trips(&mut server, &mut client).await;
+}
+
+#[tokio::test]
+async fn the_server_replaces_its_key_before_the_limit() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256;
+    let (mut server, mut client) =
+        pair(server_config(&pki, false), client_config(&pki, suite)).await;
+    // A key protects three records here, not millions; the server runs on this thread.
+    super::KEY_UPDATE_AFTER_IN_TEST.set(3);
+    for i in 0..10u8 {
+        let sent = pattern(300, i);
+        server.write_all(&sent).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent, "record {i}");
+    }
+    assert!(server.records.tx.seq <= 3, "the key was replaced");
+    super::KEY_UPDATE_AFTER_IN_TEST.set(super::KEY_UPDATE_AFTER);
+}
+
+#[tokio::test]
+async fn tampered_and_oversized_records_are_refused() {
+    let pki = pki();
+    let server = server_config(&pki, false);
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let client = client_config(&pki, suite);
+
+    // A record claiming more than the protocol allows.
+    let (mut s, c) = pair(server.clone(), client.clone()).await;
+    let mut tcp = c.into_inner().0;
+    tcp.write_all(&[23, 3, 3, 0xFF, 0xFF]).await.unwrap();
+    let err = s.read(&mut [0u8; 16]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+
+    // A well-framed record whose authentication fails.
+    let (mut s, c) = pair(server, client).await;
+    let mut tcp = c.into_inner().0;
+    let mut record = vec![23, 3, 3, 0, 40];
+    record.extend_from_slice(&[0xA5; 40]);
+    tcp.write_all(&record).await.unwrap();
+    let err = s.read(&mut [0u8; 16]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_split_across_reads_are_joined() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let server = server_config(&pki, false);
+    let client = client_config(&pki, suite);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accept(tcp, server).await
+    });
+    let mut conn =
+        rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    while conn.is_handshaking() {
+        if conn.wants_write() {
+            conn.write_tls(&mut tcp).unwrap();
+        } else {
+            conn.read_tls(&mut tcp).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp).unwrap();
+    }
+    let mut server = accepting.await.unwrap().unwrap();
+    let sent = pattern(40_000, 7);
+    std::io::Write::write_all(&mut conn.writer(), &sent).unwrap();
+    let mut wire = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut wire).unwrap();
+    }
+    // Dribble the ciphertext a few bytes at a time, across record boundaries.
+    let writer = std::thread::spawn(move || {
+        for chunk in wire.chunks(997) {
+            std::io::Write::write_all(&mut tcp, chunk).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        tcp
+    });
+    let mut got = vec![0u8; sent.len()];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, sent);
+    drop(writer.join().unwrap());
+}
+
+#[tokio::test]
+async fn an_idle_connection_holds_no_buffers() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let (mut server, mut client) =
+        pair(server_config(&pki, false), client_config(&pki, suite)).await;
+    round_trips(&mut server, &mut client).await;
+    assert_eq!(server.partial.capacity(), 0);
+    assert_eq!(server.plain.capacity(), 0);
+    assert_eq!(server.unsent.capacity(), 0);
+    eprintln!(
+        "compact TLS: {} bytes inline, KernelConnection {} bytes",
+        std::mem::size_of::<CompactTls>(),
+        std::mem::size_of::<rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>>(
+        )
+    );
+    assert!(std::mem::size_of::<CompactTls>() <= 320);
+}
+
+/// OpenSSL's `s_client` (a TLS stack no one here wrote) asks for key updates when it reads `K`
+/// on its standard input; the server must follow them and answer with its own.
+#[tokio::test]
+async fn openssl_s_client_key_updates_are_followed() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: openssl is not installed");
+        return;
+    }
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.cert_pem).unwrap();
+    let _ = &pki.key_pem;
+    let server = server_config(&pki, false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-tls1_3", "-connect"])
+        .arg(addr.to_string())
+        .arg("-CAfile")
+        .arg(dir.path().join("ca.pem"))
+        .args(["-servername", "localhost", "-verify_return_error"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut server = accept(tcp, server).await.unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for round in 0..3 {
+        // "K" alone on a line makes s_client send KeyUpdate(update_requested); it reads its
+        // input in chunks, so the data line follows a moment later.
+        stdin.write_all(b"K\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let line = format!("hello {round}\n");
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        stdin.flush().await.unwrap();
+        let mut got = vec![0u8; line.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            server.read_exact(&mut got),
+        )
+        .await
+        .expect("data after the key update")
+        .unwrap();
+        assert_eq!(got, line.as_bytes());
+        // And the server's answer, under its new key, reaches s_client.
+        let reply = format!("reply {round}\n");
+        server.write_all(reply.as_bytes()).await.unwrap();
+        server.flush().await.unwrap();
+        // s_client prints session details too; the reply is a line of its own.
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(printed) = stdout.next_line().await.unwrap() {
+                if printed == reply.trim_end() {
+                    return;
+                }
+            }
+            panic!("s_client ended before printing {reply:?}");
+        })
+        .await
+        .expect("s_client printed the reply");
+    }
+}
