@@ -52,6 +52,8 @@ struct Mailbox {
 
 /// What the broker has for a connection's driver.
 #[derive(Debug)]
+// Moved out at once; boxing would cost an allocation per delivery.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnEvent {
     /// Close, with this reason code.
     Kicked(u8),
@@ -752,7 +754,8 @@ impl Broker {
             reached += 1;
             match &entry.conn {
                 Some(c) => {
-                    if !c.deliver(m) {
+                    let delivered = c.deliver(m);
+                    if !delivered {
                         // Slow consumer: its mailbox is full. Close it; others are unaffected.
                         c.kick(reason::QUOTA_EXCEEDED);
                     }

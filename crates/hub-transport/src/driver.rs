@@ -98,6 +98,8 @@ struct Conn {
 }
 
 /// What woke an idle connection.
+// Moved out at once; boxing would cost an allocation per delivery.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Kicked(u8),
     Deliver(Message),
@@ -185,7 +187,11 @@ pub(crate) async fn run_connection<S>(
     // pause nor a stream of deliveries starves the other.
     let mut reads_first = false;
     loop {
-        conn.process_actions().await;
+        if conn.session.has_actions() {
+            // Boxed: the actions' state (a packet, the seams' futures) is large and needed only
+            // while a packet is handled; inline, every idle connection would carry it.
+            Box::pin(conn.process_actions()).await;
+        }
         if !conn.out.is_empty() {
             // Taken, so the buffer is freed once written: an idle connection keeps none.
             let out = std::mem::take(&mut conn.out);
@@ -196,7 +202,7 @@ pub(crate) async fn run_connection<S>(
                         Some(code) => conn.kicked(code),
                         None => conn.session.connection_lost(None),
                     }
-                    conn.process_actions().await;
+                    Box::pin(conn.process_actions()).await;
                 }
                 break;
             }
@@ -310,9 +316,7 @@ impl Conn {
                 return;
             }
             for action in actions {
-                // Boxed: the seams' futures (authentication, jobs, measurements) are large and
-                // rare; boxing keeps them out of every idle connection's future.
-                Box::pin(self.act(action)).await;
+                self.act(action).await;
             }
         }
     }
@@ -672,9 +676,14 @@ pub(crate) mod size {
         eprintln!(
             "connection future: {future_size} bytes over a {stream_size}-byte test stream; \
              over TLS/TCP: about {total} bytes inline (the TLS stream itself: {tls_stream} \
-             bytes); session {} bytes, codec {} bytes",
+             bytes); session {} bytes, codec {} bytes, conn {} bytes, action {} bytes, \
+             message {} bytes, packet {} bytes",
             std::mem::size_of::<crate::session::Session>(),
             std::mem::size_of::<crate::codec::Codec>(),
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<crate::session::Action>(),
+            std::mem::size_of::<crate::session::Message>(),
+            std::mem::size_of::<crate::codec::Packet>(),
         );
         assert!(
             future_size - stream_size < 1536,

@@ -1,8 +1,10 @@
 //! The TLS listener: accept-rate limiting, a connection cap, socket tuning, a TLS handshake
 //! timeout, the shared keep-alive sweep and the graceful drain.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
@@ -83,12 +85,9 @@ struct Acceptor(Arc<rustls::ServerConfig>);
 
 #[cfg(feature = "compact-tls")]
 impl Acceptor {
-    fn new(mut tls: Arc<rustls::ServerConfig>) -> Self {
-        if !tls.enable_secret_extraction {
-            // The record layer needs the traffic keys once the handshake is over.
-            Arc::make_mut(&mut tls).enable_secret_extraction = true;
-        }
-        Self(tls)
+    fn new(tls: Arc<rustls::ServerConfig>) -> Self {
+        // The record layer needs the traffic keys and secrets once the handshake is over.
+        Self(crate::tls::compact::capture_config(&tls))
     }
 
     async fn accept(&self, stream: TcpStream) -> std::io::Result<DeviceTls> {
@@ -110,14 +109,41 @@ impl Acceptor {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A connection's future that takes itself off the open-connection count when it ends (or
+    /// is dropped by the runtime).
+    struct Counted<F> {
+        #[pin]
+        connection: F,
+        inner: Option<Arc<Inner>>,
+    }
+
+    impl<F> PinnedDrop for Counted<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(inner) = this.project().inner.take() {
+                inner.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Counted<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().connection.poll(cx)
+    }
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(inner, listener, tls, shutdown, |inner, tls| async move {
-        crate::driver::run_connection(inner, tls, "mqtt-tls").await;
+    // The connection's future itself, not wrapped in another that would hold the stream twice.
+    serve_with(inner, listener, tls, shutdown, |inner, tls| {
+        crate::driver::run_connection(inner, tls, "mqtt-tls")
     })
     .await
 }
@@ -180,16 +206,24 @@ where
         let inner = inner.clone();
         let acceptor = acceptor.clone();
         let handle = handle.clone();
+        let connections = tracker.clone();
+        // The handshake runs in a task of its own; the connection gets a new task holding
+        // exactly its future. Composed in one task, the handshake's state and a second copy of
+        // the stream would stay in every connection's memory for its whole life.
         tracker.spawn(async move {
-            // Boxed: the handshake's state is large and short-lived; inline, it would stay in
-            // every connection's task for the connection's life.
-            let handshake = Box::pin(tokio::time::timeout(handshake_timeout, async move {
-                acceptor.accept(stream).await
-            }));
-            if let Ok(Ok(tls)) = handshake.await {
-                handle(inner.clone(), tls).await;
+            let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+            match accepted {
+                Ok(Ok(tls)) => {
+                    let connection = handle(inner.clone(), tls);
+                    connections.spawn(Counted {
+                        connection,
+                        inner: Some(inner),
+                    });
+                }
+                _ => {
+                    inner.connections.fetch_sub(1, Ordering::Relaxed);
+                }
             }
-            inner.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
     drop(listener);

@@ -191,6 +191,11 @@ impl Session {
         }
     }
 
+    /// Whether actions are waiting to be taken.
+    pub fn has_actions(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// The actions produced so far, in order.
     pub fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.out)

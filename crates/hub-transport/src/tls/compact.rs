@@ -4,11 +4,17 @@
 //! handshake runs. Once it completes, the traffic keys are taken out of rustls
 //! ([`UnbufferedServerConnection::dangerous_into_kernel_connection`], the interface rustls offers
 //! for kernel TLS) and this module runs the record layer itself, as kTLS would: AES-GCM or
-//! ChaCha20-Poly1305 from aws-lc-rs, TLS 1.3 (key updates in both directions included, through
-//! rustls's [`KernelConnection`]) and TLS 1.2. An idle connection then keeps two keys, two IVs,
-//! two sequence numbers and the `KernelConnection`, and no buffer at all: ciphertext is read into
-//! a per-thread scratch buffer and decrypted in place, plaintext is encrypted into another, and
-//! only what the socket or the reader could not take yet is kept on the heap, until it is taken.
+//! ChaCha20-Poly1305 from aws-lc-rs, TLS 1.3 and TLS 1.2. For TLS 1.3 key updates (RFC 8446
+//! §4.6.3) it also keeps the two application traffic secrets, which rustls hands to the
+//! configuration's [`KeyLog`] during the handshake: [`capture_config`] installs one that catches
+//! them for the handshake running on the current thread (and still passes everything to the
+//! key log configured before). The keys derived from them are checked against the ones rustls
+//! extracts, so a capture that went wrong refuses the connection instead of corrupting it.
+//!
+//! An idle connection then keeps two keys, two IVs, two secrets and two sequence numbers, and
+//! no buffer at all: ciphertext is read into a per-thread scratch buffer and decrypted in place,
+//! plaintext is encrypted into another, and only what the socket or the reader could not take
+//! yet is kept on the heap, until it is taken.
 //! The AEAD key schedule is rebuilt for each record rather than kept: a device sends a few
 //! records a minute, and the schedule costs more memory than a rebuild costs time.
 
@@ -19,10 +25,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use rustls::kernel::KernelConnection;
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use aws_lc_rs::hkdf;
+use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
-use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
+use rustls::{ConnectionTrafficSecrets, KeyLog, ProtocolVersion, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -85,6 +91,67 @@ struct Direction {
     key_len: u8,
     iv: [u8; 12],
     seq: u64,
+    /// The TLS 1.3 application traffic secret the key and IV come from (unused in TLS 1.2).
+    secret: Secret,
+}
+
+/// A TLS 1.3 traffic secret: 32 or 48 bytes, as the suite's hash.
+#[derive(Clone)]
+struct Secret {
+    bytes: [u8; 48],
+    len: u8,
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Secret {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Secret {
+    fn new(bytes: &[u8]) -> Option<Self> {
+        let mut s = Secret::default();
+        s.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        s.len = bytes.len() as u8;
+        Some(s)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+    }
+}
+
+struct OutputLen(usize);
+
+impl hkdf::KeyType for OutputLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-Expand-Label with an empty context (RFC 8446 §7.1).
+fn expand_label(cipher: Cipher, secret: &[u8], label: &[u8], out: &mut [u8]) -> io::Result<()> {
+    // TLS_AES_256_GCM_SHA384 is the one TLS 1.3 suite of the three whose hash is SHA-384.
+    let hash = match cipher {
+        Cipher::Aes256Gcm => hkdf::HKDF_SHA384,
+        Cipher::Aes128Gcm | Cipher::Chacha20Poly1305 => hkdf::HKDF_SHA256,
+    };
+    let length = (out.len() as u16).to_be_bytes();
+    let label_len = [(6 + label.len()) as u8];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    hkdf::Prk::new_less_safe(hash, secret)
+        .expand(&info, OutputLen(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .map_err(|_| bad_record("key derivation failed"))
 }
 
 impl Direction {
@@ -102,6 +169,7 @@ impl Direction {
             key_len: 0,
             iv: [0; 12],
             seq,
+            secret: Secret::default(),
         };
         let key = key.as_ref();
         if key.len() > 32 || iv.as_ref().len() != 12 {
@@ -111,6 +179,36 @@ impl Direction {
         d.key_len = key.len() as u8;
         d.iv.copy_from_slice(iv.as_ref());
         Ok((cipher, d))
+    }
+
+    /// The TLS 1.3 direction keyed by `secret`, from sequence number 0.
+    fn from_secret(cipher: Cipher, secret: Secret) -> io::Result<Self> {
+        let key_len = match cipher {
+            Cipher::Aes128Gcm => 16,
+            Cipher::Aes256Gcm | Cipher::Chacha20Poly1305 => 32,
+        };
+        let mut d = Direction {
+            key: [0; 32],
+            key_len: key_len as u8,
+            iv: [0; 12],
+            seq: 0,
+            secret,
+        };
+        expand_label(cipher, d.secret.as_bytes(), b"key", &mut d.key[..key_len])?;
+        expand_label(cipher, d.secret.as_bytes(), b"iv", &mut d.iv)?;
+        Ok(d)
+    }
+
+    /// The next generation of keys (RFC 8446 §7.2).
+    fn updated(&self, cipher: Cipher) -> io::Result<Self> {
+        let mut next = self.secret.clone();
+        expand_label(
+            cipher,
+            self.secret.as_bytes(),
+            b"traffic upd",
+            &mut next.bytes[..usize::from(next.len)],
+        )?;
+        Direction::from_secret(cipher, next)
     }
 
     fn key(&self, cipher: Cipher) -> io::Result<LessSafeKey> {
@@ -313,8 +411,6 @@ fn complete_record(buf: &[u8]) -> io::Result<Option<usize>> {
 pub(crate) struct CompactTls {
     io: TcpStream,
     records: Records,
-    /// For TLS 1.3 key updates (rustls derives the next traffic secrets).
-    kernel: Box<KernelConnection<ServerConnectionData>>,
     /// Received ciphertext that does not make a whole record yet.
     partial: Vec<u8>,
     /// Decrypted plaintext the reader has not taken yet, from `taken` on.
@@ -336,8 +432,63 @@ impl std::fmt::Debug for CompactTls {
     }
 }
 
+/// Traffic secrets caught by [`SecretCapture`] during one handshake.
+#[derive(Default)]
+struct Captured {
+    client: Option<Secret>,
+    server: Option<Secret>,
+}
+
+thread_local! {
+    /// The secrets of the handshake this thread is running, while rustls processes its records.
+    static CAPTURED: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// A [`KeyLog`] that catches the TLS 1.3 application traffic secrets of the handshake running on
+/// the current thread, and passes everything on to the key log configured before.
+#[derive(Debug)]
+struct SecretCapture {
+    configured: Arc<dyn KeyLog>,
+}
+
+const CLIENT_SECRET_LABEL: &str = "CLIENT_TRAFFIC_SECRET_0";
+const SERVER_SECRET_LABEL: &str = "SERVER_TRAFFIC_SECRET_0";
+
+impl KeyLog for SecretCapture {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        CAPTURED.with_borrow_mut(|captured| {
+            if let Some(captured) = captured {
+                match label {
+                    CLIENT_SECRET_LABEL => captured.client = Secret::new(secret),
+                    SERVER_SECRET_LABEL => captured.server = Secret::new(secret),
+                    _ => {}
+                }
+            }
+        });
+        if self.configured.will_log(label) {
+            self.configured.log(label, client_random, secret);
+        }
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        matches!(label, CLIENT_SECRET_LABEL | SERVER_SECRET_LABEL)
+            || self.configured.will_log(label)
+    }
+}
+
+/// `config` made ready for [`accept`]: secret extraction enabled and the secret-catching key log
+/// installed in front of the configured one.
+pub(crate) fn capture_config(config: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.enable_secret_extraction = true;
+    config.key_log = Arc::new(SecretCapture {
+        configured: config.key_log.clone(),
+    });
+    Arc::new(config)
+}
+
 /// Runs the server side of a TLS handshake on `io` with rustls, then hands the connection to the
-/// compact record layer. `config` must have `enable_secret_extraction` set.
+/// compact record layer. `config` comes from [`capture_config`].
 pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Result<CompactTls> {
     let mut conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut incoming = vec![0u8; 4096];
@@ -346,8 +497,12 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
     let mut pending = 0;
     // Application data that arrived with the client's last handshake flight.
     let mut early = Vec::new();
+    let mut captured = Captured::default();
     loop {
+        // rustls logs the traffic secrets from inside this call, on this thread.
+        CAPTURED.set(Some(std::mem::take(&mut captured)));
         let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut incoming[..filled]);
+        captured = CAPTURED.take().unwrap_or_default();
         let mut read_more = false;
         let mut established = false;
         match state.map_err(tls_error)? {
@@ -414,8 +569,19 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         ProtocolVersion::TLSv1_2 => false,
         _ => return Err(bad_record("an unsupported protocol version")),
     };
-    let (cipher, tx) = Direction::new(secrets.tx.0, secrets.tx.1)?;
-    let (_, rx) = Direction::new(secrets.rx.0, secrets.rx.1)?;
+    // Not kept: it costs more memory than everything else an idle connection holds.
+    drop(kernel);
+    let (cipher, mut tx) = Direction::new(secrets.tx.0, secrets.tx.1)?;
+    let (_, mut rx) = Direction::new(secrets.rx.0, secrets.rx.1)?;
+    if tls13 {
+        let (Some(client), Some(server)) = (captured.client, captured.server) else {
+            return Err(bad_record(
+                "the traffic secrets were not captured (is the key log replaced?)",
+            ));
+        };
+        tx = rekeyed_from(cipher, server, tx)?;
+        rx = rekeyed_from(cipher, client, rx)?;
+    }
     Ok(CompactTls {
         io,
         records: Records {
@@ -424,7 +590,6 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
             tx,
             rx,
         },
-        kernel: Box::new(kernel),
         // What rustls had not processed yet: the start of the first record of traffic.
         partial: incoming[..filled].to_vec(),
         plain: early,
@@ -434,6 +599,19 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         read_closed: false,
         write_closed: false,
     })
+}
+
+/// The direction `extracted` (what rustls extracted) with the traffic secret it came from, once
+/// the keys derived from `secret` are checked to be the same.
+fn rekeyed_from(cipher: Cipher, secret: Secret, extracted: Direction) -> io::Result<Direction> {
+    let mut derived = Direction::from_secret(cipher, secret)?;
+    if derived.key != extracted.key || derived.iv != extracted.iv {
+        return Err(bad_record(
+            "the captured traffic secrets do not match the keys",
+        ));
+    }
+    derived.seq = extracted.seq;
+    Ok(derived)
 }
 
 impl CompactTls {
@@ -503,8 +681,7 @@ impl CompactTls {
     fn update_tx_key(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         self.records
             .seal(CONTENT_HANDSHAKE, &[HANDSHAKE_KEY_UPDATE, 0, 0, 1, 0], out)?;
-        let (seq, secrets) = self.kernel.update_tx_secret().map_err(tls_error)?;
-        self.records.tx = Direction::new(seq, secrets)?.1;
+        self.records.tx = self.records.tx.updated(self.records.cipher)?;
         Ok(())
     }
 
@@ -514,8 +691,7 @@ impl CompactTls {
             Opened::Data(range) => self.plain.extend_from_slice(&record[range]),
             Opened::Closed => self.read_closed = true,
             Opened::KeyUpdate { requested } => {
-                let (seq, secrets) = self.kernel.update_rx_secret().map_err(tls_error)?;
-                self.records.rx = Direction::new(seq, secrets)?.1;
+                self.records.rx = self.records.rx.updated(self.records.cipher)?;
                 if requested && !self.write_closed {
                     if self.unsent.is_empty() {
                         WRITE_SCRATCH.with_borrow_mut(|out| {
