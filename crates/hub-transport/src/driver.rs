@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::Inner;
 use crate::broker::{ConnEvent, ConnHandle, SessionKey, topic_device};
 use crate::codec::{Codec, Protocol, QoS, reason};
-use crate::session::{Action, Message, Session, SessionLimits, principal_tenant};
+use crate::session::{Action, Message, Session, principal_tenant};
 
 /// Kick reason meaning "the shared sweep found the deadline passed".
 const SWEEP_EXPIRED: u8 = 0xFF;
@@ -90,7 +90,7 @@ struct Conn {
     out: BytesMut,
     handle: Arc<ConnHandle>,
     principal: Option<Arc<Principal>>,
-    tenant: Option<TenantId>,
+    /// The session's key (its tenant included), once authenticated.
     key: Option<Arc<SessionKey>>,
     protocol_label: &'static str,
     last_seen_ms: i64,
@@ -167,14 +167,12 @@ pub(crate) async fn run_connection<S>(
         inner.config.max_queued_messages,
     );
     inner.sweep.add(handle.clone());
-    let limits = SessionLimits::from(&inner.config);
     let mut conn = Conn {
-        session: Session::new(limits, now),
+        session: Session::new(inner.session_limits.clone(), now),
         codec: Codec::new(Protocol::V311, inner.config.max_packet_size),
         out: BytesMut::new(),
         handle: handle.clone(),
         principal: None,
-        tenant: None,
         key: None,
         protocol_label,
         last_seen_ms: 0,
@@ -390,7 +388,7 @@ impl Conn {
         let assigned = assigned.filter(|_| self.session.protocol() == Protocol::V5);
         let principal = Arc::new(principal);
         let key = SessionKey {
-            tenant: tenant.clone(),
+            tenant,
             principal: principal.describe(),
             client_id,
         };
@@ -414,27 +412,27 @@ impl Conn {
             self.last_seen_ms = now.as_millis();
         }
         self.key = Some(reg.key);
-        self.tenant = Some(tenant);
         self.principal = Some(principal);
     }
 
     async fn on_publish(&mut self, message: Message, now: Timestamp) -> u8 {
-        let (Some(principal), Some(tenant)) = (self.principal.clone(), self.tenant.clone()) else {
+        let (Some(principal), Some(key)) = (self.principal.clone(), self.key.clone()) else {
             return reason::NOT_AUTHORIZED;
         };
+        let tenant = &key.tenant;
         match self
             .inner
             .broker
-            .check_publish(&principal, &tenant, &message.topic, now)
+            .check_publish(&principal, tenant, &message.topic, now)
             .await
         {
             Err(code) => code,
-            Ok(true) => self.hub_request(&principal, &tenant, message, now).await,
+            Ok(true) => self.hub_request(&principal, tenant, message, now).await,
             Ok(false) => {
                 let reached = self
                     .inner
                     .broker
-                    .publish(&tenant, message, self.key.as_ref(), false, now)
+                    .publish(tenant, message, self.key.as_ref(), false, now)
                     .await;
                 if reached == 0 {
                     reason::NO_MATCHING_SUBSCRIBERS

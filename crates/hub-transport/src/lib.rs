@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) connections: AtomicUsize,
     pub(crate) sweep: driver::Sweep,
+    /// Shared by every session rather than copied into each.
+    pub(crate) session_limits: Arc<session::SessionLimits>,
 }
 
 /// Builds a [`Transport`].
@@ -176,6 +178,7 @@ impl TransportBuilder {
                 clock: self.clock,
                 connections: AtomicUsize::new(0),
                 sweep: driver::Sweep::default(),
+                session_limits: Arc::new(session::SessionLimits::from(&self.config)),
                 config: self.config,
             }),
         }

@@ -17,6 +17,7 @@
 //!   re-sent PUBLISH is acknowledged but not routed twice.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,7 +149,7 @@ pub struct SlowConsumer;
 pub struct Session {
     state: State,
     protocol: Protocol,
-    limits: SessionLimits,
+    limits: Arc<SessionLimits>,
     /// The CONNECT packet, from its arrival until the session is authenticated: credentials are
     /// not kept for the life of the connection.
     connect: Option<Box<Connect>>,
@@ -161,16 +162,34 @@ pub struct Session {
     started: Timestamp,
     client_receive_max: u16,
     client_max_packet: u32,
-    inflight: VecDeque<(u16, Message, Stage)>,
-    queue: VecDeque<Message>,
-    incoming_qos2: Vec<u16>,
+    /// Messages in flight either way, allocated only while there are some: an idle session
+    /// holds none.
+    flows: Option<Box<Flows>>,
     next_id: u16,
     out: Vec<Action>,
 }
 
+/// What a session has in flight.
+#[derive(Debug, Default)]
+struct Flows {
+    /// Deliveries to the client awaiting acknowledgement: packet id, message, stage.
+    inflight: VecDeque<(u16, Message, Stage)>,
+    /// Deliveries waiting for the in-flight window to open.
+    queue: VecDeque<Message>,
+    /// QoS 2 publications from the client awaiting PUBREL.
+    incoming_qos2: Vec<u16>,
+}
+
+impl Flows {
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.incoming_qos2.is_empty()
+    }
+}
+
 impl Session {
-    /// A session for a connection opened at `now`.
-    pub fn new(limits: SessionLimits, now: Timestamp) -> Self {
+    /// A session for a connection opened at `now`. Many sessions can share one `Arc` of limits.
+    pub fn new(limits: impl Into<Arc<SessionLimits>>, now: Timestamp) -> Self {
+        let limits = limits.into();
         Self {
             state: State::AwaitConnect,
             protocol: Protocol::V311,
@@ -183,9 +202,7 @@ impl Session {
             started: now,
             client_receive_max: u16::MAX,
             client_max_packet: u32::MAX,
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            incoming_qos2: Vec::new(),
+            flows: None,
             next_id: 1,
             out: Vec::new(),
         }
@@ -300,18 +317,24 @@ impl Session {
             }
             (State::Connected, Packet::PubRec(a)) => {
                 let pos = self
+                    .flows()
                     .inflight
                     .iter()
                     .position(|(id, _, s)| *id == a.packet_id && *s == Stage::Rec);
                 if let Some(pos) = pos {
                     if a.reason >= 0x80 {
-                        self.inflight.remove(pos);
+                        self.flows_mut().inflight.remove(pos);
                         self.pump();
                     } else {
-                        self.inflight[pos].2 = Stage::Comp;
+                        self.flows_mut().inflight[pos].2 = Stage::Comp;
                         self.send(Packet::PubRel(Ack::new(a.packet_id)));
                     }
-                } else if self.inflight.iter().any(|(id, _, _)| *id == a.packet_id) {
+                } else if self
+                    .flows()
+                    .inflight
+                    .iter()
+                    .any(|(id, _, _)| *id == a.packet_id)
+                {
                     // A repeated PUBREC: repeat the PUBREL.
                     self.send(Packet::PubRel(Ack::new(a.packet_id)));
                 }
@@ -320,11 +343,15 @@ impl Session {
                 self.settle(a.packet_id, Stage::Comp);
             }
             (State::Connected, Packet::PubRel(a)) => {
-                let known = self.incoming_qos2.iter().position(|id| *id == a.packet_id);
+                let known = self
+                    .flows()
+                    .incoming_qos2
+                    .iter()
+                    .position(|id| *id == a.packet_id);
                 let mut ack = Ack::new(a.packet_id);
                 match known {
                     Some(pos) => {
-                        self.incoming_qos2.swap_remove(pos);
+                        self.flows_mut().incoming_qos2.swap_remove(pos);
                     }
                     None if self.protocol == Protocol::V5 => {
                         ack.reason = reason::PACKET_ID_NOT_FOUND;
@@ -476,13 +503,13 @@ impl Session {
         }
         let ack = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => None,
-            (QoS::ExactlyOnce, Some(id)) if self.incoming_qos2.contains(&id) => {
+            (QoS::ExactlyOnce, Some(id)) if self.flows().incoming_qos2.contains(&id) => {
                 // A re-sent PUBLISH already routed: acknowledge, do not route again.
                 self.send(Packet::PubRec(Ack::new(id)));
                 return;
             }
             (QoS::ExactlyOnce, Some(_))
-                if self.incoming_qos2.len() >= usize::from(self.limits.receive_maximum) =>
+                if self.flows().incoming_qos2.len() >= usize::from(self.limits.receive_maximum) =>
             {
                 self.close_with(
                     reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -522,7 +549,7 @@ impl Session {
             QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 if code < 0x80 {
-                    self.incoming_qos2.push(packet_id);
+                    self.flows_mut().incoming_qos2.push(packet_id);
                 }
                 self.send(Packet::PubRec(ack));
             }
@@ -557,17 +584,17 @@ impl Session {
         if self.state == State::Closed {
             return Err(SlowConsumer);
         }
-        if self.state != State::Connected || !self.queue.is_empty() || !self.window_open() {
+        if self.state != State::Connected || !self.flows().queue.is_empty() || !self.window_open() {
             if message.qos == QoS::AtMostOnce && self.state == State::Connected {
                 // QoS 0 is never held back by the QoS 1/2 window.
                 self.send_publish(message, None);
                 return Ok(());
             }
-            if self.queue.len() >= self.limits.max_queued {
+            if self.flows().queue.len() >= self.limits.max_queued {
                 self.close_with(reason::QUOTA_EXCEEDED, DisconnectReason::ServerClosed, true);
                 return Err(SlowConsumer);
             }
-            self.queue.push_back(message);
+            self.flows_mut().queue.push_back(message);
             return Ok(());
         }
         self.start_delivery(message);
@@ -576,33 +603,41 @@ impl Session {
 
     /// Gives back the memory of queues that are empty: an idle session holds no buffers.
     pub fn release_idle_memory(&mut self) {
-        if self.inflight.is_empty() && self.inflight.capacity() > 0 {
-            self.inflight = VecDeque::new();
+        if self.flows.as_deref().is_some_and(Flows::is_empty) {
+            self.flows = None;
         }
-        if self.queue.is_empty() && self.queue.capacity() > 0 {
-            self.queue = VecDeque::new();
-        }
-        if self.incoming_qos2.is_empty() && self.incoming_qos2.capacity() > 0 {
-            self.incoming_qos2 = Vec::new();
-        }
+    }
+
+    fn flows(&self) -> &Flows {
+        static NONE: Flows = Flows {
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            incoming_qos2: Vec::new(),
+        };
+        self.flows.as_deref().unwrap_or(&NONE)
+    }
+
+    fn flows_mut(&mut self) -> &mut Flows {
+        self.flows.get_or_insert_default()
     }
 
     /// Messages accepted but not yet acknowledged by the client, oldest first, so that a
     /// persistent session keeps them when the connection ends.
     pub fn take_undelivered(&mut self) -> Vec<Message> {
         let mut v: Vec<Message> = self
+            .flows_mut()
             .inflight
             .drain(..)
             .filter(|(_, _, s)| *s != Stage::Comp)
             .map(|(_, m, _)| m)
             .collect();
-        v.extend(self.queue.drain(..));
+        v.extend(self.flows_mut().queue.drain(..));
         v
     }
 
     fn window_open(&self) -> bool {
         let window = self.limits.max_inflight.min(self.client_receive_max);
-        self.inflight.len() < usize::from(window)
+        self.flows().inflight.len() < usize::from(window)
     }
 
     fn start_delivery(&mut self, message: Message) {
@@ -616,7 +651,9 @@ impl Session {
         } else {
             Stage::Rec
         };
-        self.inflight.push_back((id, message.clone(), stage));
+        self.flows_mut()
+            .inflight
+            .push_back((id, message.clone(), stage));
         self.send_publish(message, Some(id));
     }
 
@@ -641,7 +678,7 @@ impl Session {
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|(i, _, _)| *i == id) {
+            if !self.flows().inflight.iter().any(|(i, _, _)| *i == id) {
                 return id;
             }
         }
@@ -649,18 +686,19 @@ impl Session {
 
     fn settle(&mut self, packet_id: u16, stage: Stage) {
         if let Some(pos) = self
+            .flows()
             .inflight
             .iter()
             .position(|(id, _, s)| *id == packet_id && *s == stage)
         {
-            self.inflight.remove(pos);
+            self.flows_mut().inflight.remove(pos);
             self.pump();
         }
     }
 
     fn pump(&mut self) {
         while self.window_open() {
-            let Some(m) = self.queue.pop_front() else {
+            let Some(m) = self.flows_mut().queue.pop_front() else {
                 break;
             };
             self.start_delivery(m);

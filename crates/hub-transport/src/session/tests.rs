@@ -437,7 +437,7 @@ proptest! {
             for a in s.take_actions() {
                 prop_assert!(matches!(a, Action::Send(_)));
             }
-            let inflight = s.inflight.len();
+            let inflight = s.flows().inflight.len();
             prop_assert!(inflight <= 3, "window exceeded: {}", inflight);
             prop_assert!(!s.is_closed());
         }

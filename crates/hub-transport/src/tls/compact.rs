@@ -407,18 +407,72 @@ fn complete_record(buf: &[u8]) -> io::Result<Option<usize>> {
     Ok((buf.len() >= HEADER + body).then_some(HEADER + body))
 }
 
+/// Bytes kept between calls, allocated only while there are some: 8 bytes when empty.
+#[derive(Default)]
+struct Spill(Option<Box<SpillBuf>>);
+
+struct SpillBuf {
+    bytes: Vec<u8>,
+    /// Where the bytes not consumed yet start.
+    start: usize,
+}
+
+impl From<Vec<u8>> for Spill {
+    fn from(bytes: Vec<u8>) -> Self {
+        Spill((!bytes.is_empty()).then(|| Box::new(SpillBuf { bytes, start: 0 })))
+    }
+}
+
+impl Spill {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |b| &b.bytes[b.start..])
+    }
+
+    fn extend(&mut self, data: &[u8]) {
+        match &mut self.0 {
+            _ if data.is_empty() => {}
+            Some(b) => b.bytes.extend_from_slice(data),
+            None => *self = Spill::from(data.to_vec()),
+        }
+    }
+
+    /// Drops the first `n` bytes; the buffer goes once all are consumed.
+    fn consume(&mut self, n: usize) {
+        if let Some(b) = &mut self.0 {
+            b.start += n;
+            if b.start >= b.bytes.len() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// The bytes not consumed yet, leaving this empty.
+    fn take(&mut self) -> Vec<u8> {
+        match self.0.take() {
+            Some(b) => {
+                let SpillBuf { mut bytes, start } = *b;
+                bytes.drain(..start);
+                bytes
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
 /// A server-side TLS connection over TCP that holds no buffers while idle.
 pub(crate) struct CompactTls {
     io: TcpStream,
     records: Records,
     /// Received ciphertext that does not make a whole record yet.
-    partial: Vec<u8>,
-    /// Decrypted plaintext the reader has not taken yet, from `taken` on.
-    plain: Vec<u8>,
-    taken: usize,
-    /// Ciphertext the socket has not taken yet, from `sent` on.
-    unsent: Vec<u8>,
-    sent: usize,
+    partial: Spill,
+    /// Decrypted plaintext the reader has not taken yet.
+    plain: Spill,
+    /// Ciphertext the socket has not taken yet.
+    unsent: Spill,
     read_closed: bool,
     write_closed: bool,
 }
@@ -591,11 +645,9 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
             rx,
         },
         // What rustls had not processed yet: the start of the first record of traffic.
-        partial: incoming[..filled].to_vec(),
-        plain: early,
-        taken: 0,
-        unsent: Vec::new(),
-        sent: 0,
+        partial: Spill::from(incoming[..filled].to_vec()),
+        plain: Spill::from(early),
+        unsent: Spill::default(),
         read_closed: false,
         write_closed: false,
     })
@@ -623,16 +675,13 @@ impl CompactTls {
 
     /// Writes what is left of `unsent`.
     fn poll_send_unsent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.unsent.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent[self.sent..]))?;
+        while !self.unsent.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.unsent.bytes()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.sent += n;
+            self.unsent.consume(n);
         }
-        // Sent: keep no buffer.
-        self.unsent = Vec::new();
-        self.sent = 0;
         Poll::Ready(Ok(()))
     }
 
@@ -659,8 +708,7 @@ impl CompactTls {
                 }
             }
             if written < out.len() {
-                self.unsent = out[written..].to_vec();
-                self.sent = 0;
+                self.unsent.extend(&out[written..]);
             }
             if out.capacity() > SCRATCH {
                 *out = Vec::new();
@@ -688,7 +736,7 @@ impl CompactTls {
     /// Handles one whole record at `record`: application data is appended to `plain`.
     fn receive(&mut self, record: &mut [u8], cx: &mut Context<'_>) -> io::Result<()> {
         match self.records.open(record)? {
-            Opened::Data(range) => self.plain.extend_from_slice(&record[range]),
+            Opened::Data(range) => self.plain.extend(&record[range]),
             Opened::Closed => self.read_closed = true,
             Opened::KeyUpdate { requested } => {
                 self.records.rx = self.records.rx.updated(self.records.cipher)?;
@@ -697,13 +745,13 @@ impl CompactTls {
                         WRITE_SCRATCH.with_borrow_mut(|out| {
                             out.clear();
                             self.update_tx_key(out)?;
-                            self.unsent = std::mem::take(out);
+                            self.unsent = Spill::from(std::mem::take(out));
                             Ok::<_, io::Error>(())
                         })?;
                     } else {
-                        let mut out = std::mem::take(&mut self.unsent);
+                        let mut out = self.unsent.take();
                         self.update_tx_key(&mut out)?;
-                        self.unsent = out;
+                        self.unsent = Spill::from(out);
                     }
                     // Best effort now; the next write or flush finishes it.
                     let _ = self.poll_send_unsent(cx)?;
@@ -719,7 +767,7 @@ impl CompactTls {
         loop {
             // Whole records kept from an earlier read come first.
             if !self.partial.is_empty() {
-                let mut partial = std::mem::take(&mut self.partial);
+                let mut partial = self.partial.take();
                 let mut at = 0;
                 while let Some(len) = complete_record(&partial[at..])? {
                     self.receive(&mut partial[at..at + len], cx)?;
@@ -727,7 +775,7 @@ impl CompactTls {
                 }
                 if at < partial.len() {
                     partial.drain(..at);
-                    self.partial = partial;
+                    self.partial = Spill::from(partial);
                 }
                 if !self.plain.is_empty() || self.read_closed {
                     return Poll::Ready(Ok(()));
@@ -744,7 +792,7 @@ impl CompactTls {
                     return Poll::Ready(Ok(false));
                 }
                 if !self.partial.is_empty() {
-                    self.partial.extend_from_slice(&scratch[..n]);
+                    self.partial.extend(&scratch[..n]);
                     return Poll::Ready(Ok(true));
                 }
                 let mut at = 0;
@@ -756,7 +804,7 @@ impl CompactTls {
                     }
                 }
                 if at < n {
-                    self.partial = scratch[at..n].to_vec();
+                    self.partial.extend(&scratch[at..n]);
                 }
                 Poll::Ready(Ok(true))
             });
@@ -785,20 +833,13 @@ impl AsyncRead for CompactTls {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        if this.taken == this.plain.len() && !this.read_closed {
-            this.plain.clear();
-            this.taken = 0;
+        if this.plain.is_empty() && !this.read_closed {
             ready!(this.poll_fill(cx))?;
         }
-        let available = &this.plain[this.taken..];
+        let available = this.plain.bytes();
         let n = available.len().min(buf.remaining());
         buf.put_slice(&available[..n]);
-        this.taken += n;
-        if this.taken == this.plain.len() {
-            // Taken: keep no buffer.
-            this.plain = Vec::new();
-            this.taken = 0;
-        }
+        this.plain.consume(n);
         Poll::Ready(Ok(()))
     }
 }
