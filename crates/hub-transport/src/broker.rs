@@ -163,7 +163,9 @@ impl ConnHandle {
 struct SessionEntry {
     principal: Arc<Principal>,
     conn: Option<Arc<ConnHandle>>,
-    subscriptions: HashMap<String, SubOptions>,
+    /// Filter and options, in the order subscribed: a short list (bounded by
+    /// `max_subscriptions`), sized exactly, rather than a hash table per session.
+    subscriptions: Vec<(Box<str>, SubOptions)>,
     offline: VecDeque<Message>,
     /// Seconds the session outlives its connection (0: removed at once).
     expiry: u32,
@@ -176,12 +178,100 @@ struct Sub {
     opts: SubOptions,
 }
 
+/// A level of the topic trie. Most nodes have one child and one subscriber (a device's own
+/// topics), so children are a short list until there are many, and lists grow one at a time.
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: Children,
     plus: Option<Box<Node>>,
     hash: Vec<Sub>,
     here: Vec<Sub>,
+}
+
+/// Children by level: a list searched in order while short, a hash map beyond `FEW_CHILDREN`.
+#[derive(Debug)]
+// Boxed: a map is 48 bytes inline and rare; nodes with few children are the many.
+#[allow(clippy::box_collection)]
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
+    Many(Box<HashMap<Box<str>, Node>>),
+}
+
+const FEW_CHILDREN: usize = 8;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, level: &str) -> Option<&Node> {
+        match self {
+            Children::Few(v) => v.iter().find(|(l, _)| **l == *level).map(|(_, n)| n),
+            Children::Many(m) => m.get(level),
+        }
+    }
+
+    fn get_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match self {
+            Children::Few(v) => v.iter_mut().find(|(l, _)| **l == *level).map(|(_, n)| n),
+            Children::Many(m) => m.get_mut(level),
+        }
+    }
+
+    fn entry(&mut self, level: &str) -> &mut Node {
+        if let Children::Few(v) = self
+            && v.len() >= FEW_CHILDREN
+            && !v.iter().any(|(l, _)| **l == *level)
+        {
+            *self = Children::Many(Box::new(std::mem::take(v).into_iter().collect()));
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(l, _)| **l == *level) {
+                    Some(i) => i,
+                    None => {
+                        v.reserve_exact(1);
+                        v.push((level.into(), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, level: &str) {
+        match self {
+            Children::Few(v) => v.retain(|(l, _)| **l != *level),
+            Children::Many(m) => {
+                m.remove(level);
+                if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+                    m.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+}
+
+/// Adds `sub` to `subs`, replacing the same session's, growing the list one at a time.
+fn put(subs: &mut Vec<Sub>, sub: Sub) {
+    match subs.iter_mut().find(|s| s.key == sub.key) {
+        Some(s) => *s = sub,
+        None => {
+            subs.reserve_exact(1);
+            subs.push(sub);
+        }
+    }
 }
 
 impl Node {
@@ -190,16 +280,14 @@ impl Node {
         for level in filter.split('/') {
             match level {
                 "#" => {
-                    node.hash.retain(|s| s.key != sub.key);
-                    node.hash.push(sub);
+                    put(&mut node.hash, sub);
                     return;
                 }
                 "+" => node = node.plus.get_or_insert_with(Default::default),
-                l => node = node.children.entry(l.into()).or_default(),
+                l => node = node.children.entry(l),
             }
         }
-        node.here.retain(|s| s.key != sub.key);
-        node.here.push(sub);
+        put(&mut node.here, sub);
     }
 
     fn remove(&mut self, filter: &str, key: &SessionKey) {
@@ -241,7 +329,7 @@ impl Node {
             out.extend(self.here.iter());
             return;
         };
-        if let Some(c) = self.children.get(*first) {
+        if let Some(c) = self.children.get(first) {
             c.matches(rest, out);
         }
         if let Some(p) = &self.plus {
@@ -360,7 +448,7 @@ impl Broker {
                 c.kick(reason::SESSION_TAKEN_OVER);
             }
             let tenant = s.tenants.entry(key.tenant.clone()).or_default();
-            for f in old.subscriptions.keys() {
+            for (f, _) in &old.subscriptions {
                 tenant.subs.remove(f, &key);
             }
         }
@@ -372,7 +460,7 @@ impl Broker {
                     SessionEntry {
                         principal: principal.clone(),
                         conn: None,
-                        subscriptions: HashMap::new(),
+                        subscriptions: Vec::new(),
                         offline: VecDeque::new(),
                         expiry,
                         disconnected_at: None,
@@ -434,7 +522,7 @@ impl Broker {
         }
         let old = s.sessions.remove(key).expect("present");
         let tenant = s.tenants.entry(key.tenant.clone()).or_default();
-        for f in old.subscriptions.keys() {
+        for (f, _) in &old.subscriptions {
             tenant.subs.remove(f, key);
         }
     }
@@ -455,7 +543,7 @@ impl Broker {
         for key in expired {
             if let Some(old) = s.sessions.remove(&key) {
                 let tenant = s.tenants.entry(key.tenant.clone()).or_default();
-                for f in old.subscriptions.keys() {
+                for (f, _) in &old.subscriptions {
                     tenant.subs.remove(f, &key);
                 }
             }
@@ -571,12 +659,19 @@ impl Broker {
                 if *code >= 0x80 {
                     continue;
                 }
-                let is_new = !entry.subscriptions.contains_key(f);
-                if is_new && entry.subscriptions.len() >= self.max_subscriptions {
-                    *code = reason::QUOTA_EXCEEDED;
-                    continue;
+                let existing = entry.subscriptions.iter().position(|(e, _)| **e == **f);
+                let is_new = existing.is_none();
+                match existing {
+                    Some(i) => entry.subscriptions[i].1 = *o,
+                    None if entry.subscriptions.len() >= self.max_subscriptions => {
+                        *code = reason::QUOTA_EXCEEDED;
+                        continue;
+                    }
+                    None => {
+                        entry.subscriptions.reserve_exact(1);
+                        entry.subscriptions.push((f.as_str().into(), *o));
+                    }
                 }
-                entry.subscriptions.insert(f.clone(), *o);
                 tenant.subs.insert(
                     f,
                     Sub {
@@ -614,7 +709,8 @@ impl Broker {
         if let Some(entry) = sessions.get_mut(key) {
             let tenant = tenants.entry(key.tenant.clone()).or_default();
             for f in filters {
-                if entry.subscriptions.remove(f).is_some() {
+                if let Some(i) = entry.subscriptions.iter().position(|(e, _)| **e == **f) {
+                    entry.subscriptions.remove(i);
                     tenant.subs.remove(f, key);
                 }
             }
@@ -896,6 +992,64 @@ mod tests {
                 client_id: i.to_string(),
             };
             root.remove(f, &key);
+        }
+        assert!(root.is_empty());
+    }
+
+    /// Past `FEW_CHILDREN` a level's children move from a list to a map; routing and removal
+    /// must not notice.
+    #[test]
+    fn many_devices_route_like_few() {
+        let filters: Vec<String> = (0..40)
+            .flat_map(|d| {
+                [
+                    format!("devices/d{d}/inbox"),
+                    format!("devices/d{d}/jobs/#"),
+                ]
+            })
+            .chain(["devices/+/inbox".to_string()])
+            .collect();
+        let key = |i: usize| SessionKey {
+            tenant: "acme".parse().unwrap(),
+            principal: "p".into(),
+            client_id: i.to_string(),
+        };
+        let mut root = Node::default();
+        for (i, f) in filters.iter().enumerate() {
+            let sub = Sub {
+                key: Arc::new(key(i)),
+                opts: SubOptions::qos(QoS::AtMostOnce),
+            };
+            root.insert(f, sub);
+        }
+        let check = |root: &Node, live: &dyn Fn(usize) -> bool| {
+            for t in [
+                "devices/d7/inbox",
+                "devices/d39/jobs/notify",
+                "devices/d40/inbox",
+            ] {
+                let levels: Vec<&str> = t.split('/').collect();
+                let mut out = Vec::new();
+                root.matches(&levels, &mut out);
+                let mut got: Vec<usize> = out
+                    .iter()
+                    .map(|s| s.key.client_id.parse().unwrap())
+                    .collect();
+                got.sort();
+                let want: Vec<usize> = (0..filters.len())
+                    .filter(|&i| live(i) && topic_matches(&filters[i], t))
+                    .collect();
+                assert_eq!(got, want, "topic {t}");
+            }
+        };
+        check(&root, &|_| true);
+        // Remove the even ones, then the rest: the trie empties.
+        for (i, f) in filters.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            root.remove(f, &key(i));
+        }
+        check(&root, &|i| i % 2 == 1);
+        for (i, f) in filters.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+            root.remove(f, &key(i));
         }
         assert!(root.is_empty());
     }
