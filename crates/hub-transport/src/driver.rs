@@ -653,8 +653,9 @@ pub(crate) mod size {
     }
 
     /// The per-connection future (state machine, codec, driver state, the stream) stays small:
-    /// it is what every idle device costs besides rustls's buffers and the kernel's. The figure
-    /// is printed so that `cargo test connection_future_size -- --nocapture` shows it.
+    /// it is most of what an idle device costs in user space (the tokio task holding it, an I/O
+    /// registration and a few small allocations are the rest). The figure is printed so that
+    /// `cargo test connection_future_size -- --nocapture` shows it.
     #[test]
     fn connection_future_size() {
         let stores = MemoryStore::new(StoreLimits::default()).into_stores();
@@ -683,8 +684,9 @@ pub(crate) mod size {
             std::mem::size_of::<crate::session::Message>(),
             std::mem::size_of::<crate::codec::Packet>(),
         );
+        // 416 bytes besides the stream when this was written; every idle device pays for it.
         assert!(
-            future_size - stream_size < 1536,
+            future_size - stream_size <= 512,
             "the connection future grew to {future_size} bytes"
         );
     }
