@@ -501,11 +501,40 @@ impl Broker {
         // was routed to the closing connection.
         let left = std::mem::take(&mut conn.lock().queue);
         undelivered.extend(left.into_iter().filter(|m| m.qos > QoS::AtMostOnce));
+        // The same session (not one that replaced it by a clean start) shares the key's `Arc`.
+        let same_session = s
+            .sessions
+            .get_key_value(key)
+            .is_some_and(|(k, _)| Arc::ptr_eq(k, key));
         let Some(entry) = s.sessions.get_mut(key) else {
             return;
         };
         if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
-            // Taken over: the new connection owns the session now.
+            // Taken over: the new connection owns the session now, and what this one had not
+            // delivered is the session's too, unless the new connection started clean.
+            if !same_session {
+                return;
+            }
+            match &entry.conn {
+                Some(new) => {
+                    for m in undelivered {
+                        let delivered = new.deliver(m);
+                        if !delivered {
+                            new.kick(reason::QUOTA_EXCEEDED);
+                            break;
+                        }
+                    }
+                }
+                None if entry.expiry > 0 => {
+                    for m in undelivered.into_iter().rev() {
+                        entry.offline.push_front(m);
+                    }
+                    while entry.offline.len() > self.max_offline {
+                        entry.offline.pop_front();
+                    }
+                }
+                None => {}
+            }
             return;
         }
         entry.conn = None;
@@ -928,6 +957,45 @@ impl GroupCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device reconnects before its old connection died: what the old one had not delivered
+    /// goes to the new one, unless the new one started clean.
+    #[test]
+    fn a_takeover_hands_undelivered_messages_to_the_new_connection() {
+        let stores =
+            hub_store::memory::MemoryStore::new(hub_store::StoreLimits::default()).into_stores();
+        let broker = Broker::new(stores.registry, &crate::TransportConfig::default());
+        let principal = Arc::new(Principal::Device(hub_core::DevicePrincipal {
+            id: "pump-7".parse().unwrap(),
+            group: "acme/plant-1".parse().unwrap(),
+        }));
+        let key = || SessionKey {
+            tenant: "acme".parse().unwrap(),
+            principal: principal.describe(),
+            client_id: "pump-7".into(),
+        };
+        let now = Timestamp::from_millis(1_000).unwrap();
+        let old = ConnHandle::new(1, 10);
+        let first = broker.register(key(), principal.clone(), old.clone(), false, 3600);
+        let new = ConnHandle::new(2, 10);
+        let second = broker.register(key(), principal.clone(), new.clone(), false, 3600);
+        assert!(second.session_present);
+        assert_eq!(old.kicked(), Some(reason::SESSION_TAKEN_OVER));
+        let pending = Message::new("devices/pump-7/inbox", "qos1", QoS::AtLeastOnce);
+        broker.unregister(&first.key, old.id, vec![pending.clone()], &old, now);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match new.poll_event(&mut cx) {
+            Poll::Ready(ConnEvent::Deliver(m)) => assert_eq!(m.payload, pending.payload),
+            other => panic!("expected the old connection's message, got {other:?}"),
+        }
+
+        // A clean start discards the session: nothing is handed over.
+        let clean = ConnHandle::new(3, 10);
+        broker.register(key(), principal.clone(), clean.clone(), true, 0);
+        broker.unregister(&second.key, new.id, vec![pending], &new, now);
+        assert!(clean.poll_event(&mut cx).is_pending());
+    }
 
     #[test]
     fn filters_match_topics() {

@@ -31,6 +31,9 @@ use crate::session::{Action, Message, Session, principal_tenant};
 /// Kick reason meaning "the shared sweep found the deadline passed".
 const SWEEP_EXPIRED: u8 = 0xFF;
 
+/// How long a closing connection may take to write its last bytes (close_notify).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -44,16 +47,28 @@ thread_local! {
 /// per-connection timer exists.
 #[derive(Debug, Default)]
 pub(crate) struct Sweep {
-    conns: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    state: Mutex<SweepState>,
+}
+
+#[derive(Debug, Default)]
+struct SweepState {
+    conns: HashMap<u64, Arc<ConnHandle>>,
+    /// Set by [`Sweep::kick_all`]: connections arriving later are kicked with it at once.
+    draining: Option<u8>,
 }
 
 impl Sweep {
     fn add(&self, handle: Arc<ConnHandle>) {
-        self.lock().insert(handle.id, handle);
+        let mut state = self.lock();
+        if let Some(code) = state.draining {
+            // Its handshake ended after the drain began: it gets the same kick.
+            handle.kick(code);
+        }
+        state.conns.insert(handle.id, handle);
     }
 
     fn remove(&self, id: u64) {
-        let mut conns = self.lock();
+        let conns = &mut self.lock().conns;
         conns.remove(&id);
         if conns.capacity() > 64 && conns.len() < conns.capacity() / 4 {
             // After a mass disconnect, give the table's memory back.
@@ -61,23 +76,26 @@ impl Sweep {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, SweepState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Kicks every connection whose deadline is at or before `now`.
     pub(crate) fn run(&self, now: Timestamp) {
         let now = now.as_millis();
-        for handle in self.lock().values() {
+        for handle in self.lock().conns.values() {
             if handle.deadline.load(Ordering::Relaxed) <= now && handle.kicked().is_none() {
                 handle.kick(SWEEP_EXPIRED);
             }
         }
     }
 
-    /// Kicks every connection with `code`.
+    /// Kicks every connection with `code`, and every connection that arrives from now on: the
+    /// server is shutting down.
     pub(crate) fn kick_all(&self, code: u8) {
-        for handle in self.lock().values() {
+        let mut state = self.lock();
+        state.draining = Some(code);
+        for handle in state.conns.values() {
             handle.kick(code);
         }
     }
@@ -206,7 +224,9 @@ pub(crate) async fn run_connection<S>(
             }
         }
         if conn.close.is_some() {
-            let _ = stream.shutdown().await;
+            // Bounded: close_notify is a write, and a peer that stopped reading would hold the
+            // task forever. Boxed: the timer exists only while closing.
+            let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, stream.shutdown())).await;
             break;
         }
         handle.deadline.store(
@@ -593,6 +613,19 @@ fn parse_update(payload: &[u8]) -> Result<(u32, DeviceReport), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_arriving_during_the_drain_are_kicked_too() {
+        let sweep = Sweep::default();
+        let before = ConnHandle::new(1, 1);
+        sweep.add(before.clone());
+        sweep.kick_all(reason::SERVER_SHUTTING_DOWN);
+        assert_eq!(before.kicked(), Some(reason::SERVER_SHUTTING_DOWN));
+        // Its handshake finished after the drain began.
+        let late = ConnHandle::new(2, 1);
+        sweep.add(late.clone());
+        assert_eq!(late.kicked(), Some(reason::SERVER_SHUTTING_DOWN));
+    }
 
     #[test]
     fn updates_carry_an_execution_and_a_report() {

@@ -35,8 +35,16 @@ use tokio::net::TcpStream;
 /// The largest plaintext a record carries.
 const MAX_PLAINTEXT: usize = 16 * 1024;
 /// The largest record body accepted: TLS 1.2 allows 2,048 bytes of expansion (RFC 5246 §6.2.3),
-/// TLS 1.3 256.
+/// TLS 1.3 256 (RFC 8446 §5.2).
 const MAX_RECORD_BODY: usize = MAX_PLAINTEXT + 2048;
+const MAX_RECORD_BODY_TLS13: usize = MAX_PLAINTEXT + 256;
+/// The largest handshake flight rustls joins (its own limit for a fragmented message), plus a
+/// record.
+const MAX_HANDSHAKE_BUFFER: usize = 64 * 1024 + HEADER + MAX_RECORD_BODY;
+/// Records in a row that carry no application data (key updates) before the peer is cut off,
+/// as rustls and BoringSSL do.
+const MAX_QUIET_RECORDS: u8 = 32;
+
 const HEADER: usize = 5;
 const TAG: usize = 16;
 const EXPLICIT_NONCE: usize = 8;
@@ -252,14 +260,19 @@ struct Records {
     cipher: Cipher,
     tx: Direction,
     rx: Direction,
+    /// Records one key may protect (the suite's confidentiality limit).
+    limit: u64,
 }
 
 impl Records {
     /// Encrypts `plain` as one record of `content` type, appending it to `out`.
     fn seal(&mut self, content: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PLAINTEXT);
-        if !self.tls13 && self.tx.seq == u64::MAX {
-            return Err(bad_record("the TLS 1.2 sequence numbers are exhausted"));
+        if !self.tls13 && self.tx.seq >= self.limit {
+            // TLS 1.2 cannot replace its key: the connection ends (the device reconnects).
+            return Err(bad_record(
+                "the key reached its confidentiality limit (TLS 1.2 cannot replace it)",
+            ));
         }
         let key = self.tx.key(self.cipher)?;
         let nonce = self.tx.nonce();
@@ -325,6 +338,9 @@ impl Records {
             let Some(end) = plain.iter().rposition(|&b| b != 0) else {
                 return Err(bad_record("a record without a content type"));
             };
+            if end > MAX_PLAINTEXT {
+                return Err(bad_record("a record longer than the protocol allows"));
+            }
             (plain[end], HEADER..HEADER + end)
         } else {
             let explicit = if self.cipher == Cipher::Chacha20Poly1305 {
@@ -349,6 +365,9 @@ impl Records {
                 )
                 .map_err(|_| bad_record("a record failed authentication"))?;
             let len = plain.len();
+            if len > MAX_PLAINTEXT {
+                return Err(bad_record("a record longer than the protocol allows"));
+            }
             (outer, HEADER + explicit..HEADER + explicit + len)
         };
         self.rx.seq += 1;
@@ -396,12 +415,18 @@ fn tls12_aad(seq: u64, content: u8, len: usize) -> [u8; 13] {
 }
 
 /// The length of the first record in `buf` if it is complete.
-fn complete_record(buf: &[u8]) -> io::Result<Option<usize>> {
+fn complete_record(buf: &[u8], tls13: bool) -> io::Result<Option<usize>> {
     if buf.len() < HEADER {
         return Ok(None);
     }
     let body = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-    if body > MAX_RECORD_BODY {
+    if body
+        > if tls13 {
+            MAX_RECORD_BODY_TLS13
+        } else {
+            MAX_RECORD_BODY
+        }
+    {
         return Err(bad_record("a record longer than the protocol allows"));
     }
     Ok((buf.len() >= HEADER + body).then_some(HEADER + body))
@@ -475,6 +500,13 @@ pub(crate) struct CompactTls {
     unsent: Spill,
     read_closed: bool,
     write_closed: bool,
+    /// A KeyUpdate answering the peer's request is waiting in `unsent`: later requests are
+    /// answered by it (RFC 8446 §4.6.3).
+    key_update_owed: bool,
+    /// Records in a row without application data.
+    quiet_records: u8,
+    /// An error ended the connection; every later call fails.
+    failed: bool,
 }
 
 impl std::fmt::Debug for CompactTls {
@@ -535,6 +567,8 @@ impl KeyLog for SecretCapture {
 pub(crate) fn capture_config(config: &ServerConfig) -> Arc<ServerConfig> {
     let mut config = config.clone();
     config.enable_secret_extraction = true;
+    // 0-RTT data would reach the unbuffered connection in a state this layer does not take.
+    config.max_early_data_size = 0;
     config.key_log = Arc::new(SecretCapture {
         configured: config.key_log.clone(),
     });
@@ -559,6 +593,7 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         captured = CAPTURED.take().unwrap_or_default();
         let mut read_more = false;
         let mut established = false;
+        let mut extra_discard = 0;
         match state.map_err(tls_error)? {
             ConnectionState::EncodeTlsData(mut data) => loop {
                 match data.encode(&mut outgoing[pending..]) {
@@ -580,7 +615,9 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
             ConnectionState::BlockedHandshake => read_more = true,
             ConnectionState::ReadTraffic(mut traffic) => {
                 while let Some(record) = traffic.next_record() {
-                    early.extend_from_slice(record.map_err(tls_error)?.payload);
+                    let record = record.map_err(tls_error)?;
+                    early.extend_from_slice(record.payload);
+                    extra_discard += record.discard;
                 }
             }
             ConnectionState::WriteTraffic(_) => established = true,
@@ -589,6 +626,7 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
             }
             other => return Err(io::Error::other(format!("unexpected TLS state {other:?}"))),
         }
+        let discard = discard + extra_discard;
         incoming.copy_within(discard..filled, 0);
         filled -= discard;
         if established {
@@ -605,10 +643,10 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         }
         if read_more {
             if filled == incoming.len() {
-                if incoming.len() >= HEADER + MAX_RECORD_BODY {
-                    return Err(bad_record("a handshake record longer than allowed"));
+                if incoming.len() >= MAX_HANDSHAKE_BUFFER {
+                    return Err(bad_record("a handshake message longer than allowed"));
                 }
-                incoming.resize((incoming.len() * 2).min(HEADER + MAX_RECORD_BODY), 0);
+                incoming.resize((incoming.len() * 2).min(MAX_HANDSHAKE_BUFFER), 0);
             }
             let n = io.read(&mut incoming[filled..]).await?;
             if n == 0 {
@@ -622,6 +660,10 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         ProtocolVersion::TLSv1_3 => true,
         ProtocolVersion::TLSv1_2 => false,
         _ => return Err(bad_record("an unsupported protocol version")),
+    };
+    let limit = match kernel.negotiated_cipher_suite() {
+        rustls::SupportedCipherSuite::Tls13(suite) => suite.common.confidentiality_limit,
+        rustls::SupportedCipherSuite::Tls12(suite) => suite.common.confidentiality_limit,
     };
     // Not kept: it costs more memory than everything else an idle connection holds.
     drop(kernel);
@@ -643,6 +685,7 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
             cipher,
             tx,
             rx,
+            limit,
         },
         // What rustls had not processed yet: the start of the first record of traffic.
         partial: Spill::from(incoming[..filled].to_vec()),
@@ -650,6 +693,9 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         unsent: Spill::default(),
         read_closed: false,
         write_closed: false,
+        key_update_owed: false,
+        quiet_records: 0,
+        failed: false,
     })
 }
 
@@ -682,6 +728,7 @@ impl CompactTls {
             }
             self.unsent.consume(n);
         }
+        self.key_update_owed = false;
         Poll::Ready(Ok(()))
     }
 
@@ -695,6 +742,9 @@ impl CompactTls {
         debug_assert!(self.unsent.is_empty());
         WRITE_SCRATCH.with_borrow_mut(|out| {
             out.clear();
+            if out.capacity() < SCRATCH {
+                out.reserve_exact(SCRATCH);
+            }
             for (content, plain) in records {
                 self.seal_rekeying(content, plain, out)?;
             }
@@ -719,7 +769,7 @@ impl CompactTls {
 
     /// Seals one record, first replacing a TLS 1.3 key that has protected enough records.
     fn seal_rekeying(&mut self, content: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        if self.records.tls13 && self.records.tx.seq >= key_update_after() {
+        if self.records.tls13 && self.records.tx.seq >= key_update_after().min(self.records.limit) {
             self.update_tx_key(out)?;
         }
         self.records.seal(content, plain, out)
@@ -734,27 +784,37 @@ impl CompactTls {
     }
 
     /// Handles one whole record at `record`: application data is appended to `plain`.
-    fn receive(&mut self, record: &mut [u8], cx: &mut Context<'_>) -> io::Result<()> {
+    fn receive(&mut self, record: &mut [u8]) -> io::Result<()> {
         match self.records.open(record)? {
-            Opened::Data(range) => self.plain.extend(&record[range]),
+            Opened::Data(range) => {
+                self.quiet_records = 0;
+                self.plain.extend(&record[range]);
+            }
             Opened::Closed => self.read_closed = true,
             Opened::KeyUpdate { requested } => {
+                self.quiet_records += 1;
+                if self.quiet_records > MAX_QUIET_RECORDS {
+                    return Err(bad_record("too many key updates without data"));
+                }
                 self.records.rx = self.records.rx.updated(self.records.cipher)?;
-                if requested && !self.write_closed {
-                    if self.unsent.is_empty() {
-                        WRITE_SCRATCH.with_borrow_mut(|out| {
-                            out.clear();
-                            self.update_tx_key(out)?;
-                            self.unsent = Spill::from(std::mem::take(out));
-                            Ok::<_, io::Error>(())
-                        })?;
-                    } else {
-                        let mut out = self.unsent.take();
-                        self.update_tx_key(&mut out)?;
-                        self.unsent = Spill::from(out);
+                // One answer covers every request received before it is sent.
+                if requested && !self.write_closed && !self.key_update_owed {
+                    let mut out = self.unsent.take();
+                    out.reserve_exact(HEADER + 5 + 1 + TAG);
+                    self.update_tx_key(&mut out)?;
+                    self.unsent = Spill::from(out);
+                    self.key_update_owed = true;
+                    // Best effort now, without taking the writer's waker; the next write or
+                    // flush finishes it.
+                    while !self.unsent.is_empty() {
+                        match self.io.try_write(self.unsent.bytes()) {
+                            Ok(n) if n > 0 => self.unsent.consume(n),
+                            _ => break,
+                        }
                     }
-                    // Best effort now; the next write or flush finishes it.
-                    let _ = self.poll_send_unsent(cx)?;
+                    if self.unsent.is_empty() {
+                        self.key_update_owed = false;
+                    }
                 }
             }
         }
@@ -769,13 +829,15 @@ impl CompactTls {
             if !self.partial.is_empty() {
                 let mut partial = self.partial.take();
                 let mut at = 0;
-                while let Some(len) = complete_record(&partial[at..])? {
-                    self.receive(&mut partial[at..at + len], cx)?;
+                while !self.read_closed
+                    && let Some(len) = complete_record(&partial[at..], self.records.tls13)?
+                {
+                    self.receive(&mut partial[at..at + len])?;
                     at += len;
                 }
-                if at < partial.len() {
-                    partial.drain(..at);
-                    self.partial = Spill::from(partial);
+                if at < partial.len() && !self.read_closed {
+                    // A copy, so a large buffer does not stay behind for a few bytes.
+                    self.partial = Spill::from(partial[at..].to_vec());
                 }
                 if !self.plain.is_empty() || self.read_closed {
                     return Poll::Ready(Ok(()));
@@ -796,8 +858,8 @@ impl CompactTls {
                     return Poll::Ready(Ok(true));
                 }
                 let mut at = 0;
-                while let Some(len) = complete_record(&scratch[at..n])? {
-                    self.receive(&mut scratch[at..at + len], cx)?;
+                while let Some(len) = complete_record(&scratch[at..n], self.records.tls13)? {
+                    self.receive(&mut scratch[at..at + len])?;
                     at += len;
                     if self.read_closed {
                         return Poll::Ready(Ok(true));
@@ -810,8 +872,12 @@ impl CompactTls {
             });
             match ready!(read)? {
                 false => {
-                    // EOF without close_notify: the peer is gone all the same.
                     self.read_closed = true;
+                    if !self.partial.is_empty() {
+                        // Cut off inside a record: truncated, not closed.
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    // EOF without close_notify: the peer is gone all the same.
                     return Poll::Ready(Ok(()));
                 }
                 true if !self.plain.is_empty() || self.read_closed => {
@@ -823,24 +889,45 @@ impl CompactTls {
     }
 }
 
+impl CompactTls {
+    /// Fails every call once one failed: a record layer that lost its place must not go on.
+    fn guard<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.failed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "TLS: the connection failed earlier",
+            )));
+        }
+        let result = op(self);
+        if let Poll::Ready(Err(_)) = &result {
+            self.failed = true;
+        }
+        result
+    }
+}
+
 impl AsyncRead for CompactTls {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if this.plain.is_empty() && !this.read_closed {
-            ready!(this.poll_fill(cx))?;
-        }
-        let available = this.plain.bytes();
-        let n = available.len().min(buf.remaining());
-        buf.put_slice(&available[..n]);
-        this.plain.consume(n);
-        Poll::Ready(Ok(()))
+        self.get_mut().guard(|this| {
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if this.plain.is_empty() && !this.read_closed {
+                ready!(this.poll_fill(cx))?;
+            }
+            let available = this.plain.bytes();
+            let n = available.len().min(buf.remaining());
+            buf.put_slice(&available[..n]);
+            this.plain.consume(n);
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
@@ -850,37 +937,40 @@ impl AsyncWrite for CompactTls {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_unsent(cx))?;
-        if this.write_closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        let data = &data[..data.len().min(WRITE_CHUNK)];
-        this.send(
-            cx,
-            &mut data
-                .chunks(MAX_PLAINTEXT)
-                .map(|chunk| (CONTENT_APPLICATION_DATA, chunk)),
-        )?;
-        Poll::Ready(Ok(data.len()))
+        self.get_mut().guard(|this| {
+            ready!(this.poll_send_unsent(cx))?;
+            if this.write_closed {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let data = &data[..data.len().min(WRITE_CHUNK)];
+            this.send(
+                cx,
+                &mut data
+                    .chunks(MAX_PLAINTEXT)
+                    .map(|chunk| (CONTENT_APPLICATION_DATA, chunk)),
+            )?;
+            Poll::Ready(Ok(data.len()))
+        })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_unsent(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        self.get_mut().guard(|this| {
+            ready!(this.poll_send_unsent(cx))?;
+            Pin::new(&mut this.io).poll_flush(cx)
+        })
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_unsent(cx))?;
-        if !this.write_closed {
-            this.write_closed = true;
-            // close_notify: a warning-level alert, description 0.
-            this.send(cx, &mut std::iter::once((CONTENT_ALERT, &[1u8, 0][..])))?;
+        self.get_mut().guard(|this| {
             ready!(this.poll_send_unsent(cx))?;
-        }
-        Pin::new(&mut this.io).poll_shutdown(cx)
+            if !this.write_closed {
+                this.write_closed = true;
+                // close_notify: a warning-level alert, description 0.
+                this.send(cx, &mut std::iter::once((CONTENT_ALERT, &[1u8, 0][..])))?;
+                ready!(this.poll_send_unsent(cx))?;
+            }
+            Pin::new(&mut this.io).poll_shutdown(cx)
+        })
     }
 }
 

@@ -355,7 +355,7 @@ async fn an_idle_connection_holds_no_buffers() {
         "compact TLS: {} bytes, all of it inline",
         std::mem::size_of::<CompactTls>()
     );
-    assert!(std::mem::size_of::<CompactTls>() <= 288);
+    assert!(std::mem::size_of::<CompactTls>() <= 304);
 }
 
 /// OpenSSL's `s_client` (a TLS stack no one here wrote) asks for key updates when it reads `K`
@@ -474,4 +474,127 @@ async fn the_configured_key_log_still_receives_the_secrets() {
             "{label} missing from {seen:?}"
         );
     }
+}
+
+/// A client's traffic secrets, caught by a key log of its own.
+#[derive(Debug, Default)]
+struct ClientSecrets(std::sync::Mutex<Vec<(String, Vec<u8>)>>);
+
+impl rustls::KeyLog for ClientSecrets {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((label.to_owned(), secret.to_vec()));
+    }
+}
+
+/// A peer that asks for key updates without end (and never reads the answers) is cut off after
+/// a bounded number, with one answer queued at most, instead of growing the server's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_update_flood_is_cut_off() {
+    use super::{Cipher, Direction, Records, Secret};
+    let pki = pki();
+    let server = server_config(&pki, false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        accept(tcp, server).await
+    });
+    let secrets = Arc::new(ClientSecrets::default());
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut config = (*client_config(&pki, suite)).clone();
+    config.key_log = secrets.clone();
+    config.enable_secret_extraction = true;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    while conn.is_handshaking() || conn.wants_write() {
+        if conn.wants_write() {
+            conn.write_tls(&mut tcp).unwrap();
+        } else {
+            conn.read_tls(&mut tcp).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+    let mut server = accepting.await.unwrap().unwrap();
+    #[allow(deprecated)]
+    let extracted = conn.dangerous_extract_secrets().unwrap();
+    let secret = |label: &str| {
+        let logged = secrets.0.lock().unwrap();
+        let (_, s) = logged.iter().find(|(l, _)| l == label).unwrap();
+        Secret::new(s).unwrap()
+    };
+    // The client's record layer, from its own secrets: it sends under the client secret.
+    let mut tx =
+        Direction::from_secret(Cipher::Aes128Gcm, secret("CLIENT_TRAFFIC_SECRET_0")).unwrap();
+    tx.seq = extracted.tx.0;
+    let rx = Direction::from_secret(Cipher::Aes128Gcm, secret("SERVER_TRAFFIC_SECRET_0")).unwrap();
+    let mut client = Records {
+        tls13: true,
+        cipher: Cipher::Aes128Gcm,
+        tx,
+        rx,
+        limit: u64::MAX,
+    };
+    let mut wire = Vec::new();
+    for _ in 0..40 {
+        client
+            .seal(
+                super::CONTENT_HANDSHAKE,
+                &[super::HANDSHAKE_KEY_UPDATE, 0, 0, 1, 1],
+                &mut wire,
+            )
+            .unwrap();
+        client.tx = client.tx.updated(Cipher::Aes128Gcm).unwrap();
+    }
+    std::io::Write::write_all(&mut tcp, &wire).unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        server.read(&mut [0u8; 16]),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("key updates"), "{err}");
+    // At most one answer was ever queued.
+    assert!(server.unsent.bytes().len() <= super::HEADER + 6 + super::TAG);
+    // And the connection stays failed.
+    assert!(server.write_all(b"x").await.is_err());
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_record_is_truncated_not_closed() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let (mut server, client) = pair(server_config(&pki, false), client_config(&pki, suite)).await;
+    let mut tcp = client.into_inner().0;
+    tcp.write_all(&[23, 3, 3, 0, 40, 1, 2, 3]).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let err = server.read(&mut [0u8; 16]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
+#[tokio::test]
+async fn tls12_stops_at_the_confidentiality_limit() {
+    let pki = pki();
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let (mut server, mut client) =
+        pair(server_config(&pki, true), client_config(&pki, suite)).await;
+    assert!(!server.is_tls13());
+    assert_eq!(server.records.limit, 1 << 24, "the suite's limit was taken");
+    server.records.limit = server.records.tx.seq + 2;
+    for i in 0..2u8 {
+        server.write_all(&[i; 10]).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = [0u8; 10];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [i; 10]);
+    }
+    // TLS 1.2 cannot replace its key: the next record is refused, and the connection is done.
+    assert!(server.write_all(b"more").await.is_err());
+    assert!(server.flush().await.is_err());
 }
