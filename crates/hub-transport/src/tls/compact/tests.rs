@@ -69,16 +69,40 @@ fn client_config(pki: &Pki, suite: SupportedCipherSuite) -> Arc<ClientConfig> {
     )
 }
 
-async fn pair(
+/// A listener on a free port whose first connection goes through [`accept`].
+async fn accept_one(
     server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
-) -> (CompactTls, tokio_rustls::client::TlsStream<TcpStream>) {
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<CompactTls>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepting = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         accept(tcp, server).await
     });
+    (addr, accepting)
+}
+
+/// Drives a blocking rustls client through its handshake and sends its last flight (with
+/// whatever it buffered meanwhile).
+fn handshake_blocking(conn: &mut rustls::ClientConnection, tcp: &mut std::net::TcpStream) {
+    while conn.is_handshaking() || conn.wants_write() {
+        if conn.wants_write() {
+            conn.write_tls(tcp).unwrap();
+        } else {
+            conn.read_tls(tcp).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+}
+
+async fn pair(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (CompactTls, tokio_rustls::client::TlsStream<TcpStream>) {
+    let (addr, accepting) = accept_one(server).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let client = tokio_rustls::TlsConnector::from(client)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -175,12 +199,7 @@ async fn every_cipher_suite_of_both_versions_carries_data_and_closes() {
 async fn data_sent_with_the_clients_finished_is_not_lost() {
     let pki = pki();
     let server = server_config(&pki, false);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepting = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        accept(tcp, server).await
-    });
+    let (addr, accepting) = accept_one(server).await;
     // A client that writes before the handshake is over: rustls sends it right behind its
     // Finished, so the server's handshake loop is the one to receive it.
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
@@ -196,14 +215,7 @@ async fn data_sent_with_the_clients_finished_is_not_lost() {
     let tcp_for_client = tcp.try_clone().unwrap();
     let client = std::thread::spawn(move || {
         let mut tcp = tcp_for_client;
-        while conn.is_handshaking() || conn.wants_write() {
-            if conn.wants_write() {
-                conn.write_tls(&mut tcp).unwrap();
-            } else {
-                conn.read_tls(&mut tcp).unwrap();
-                conn.process_new_packets().unwrap();
-            }
-        }
+        handshake_blocking(&mut conn, &mut tcp);
         conn
     });
     let mut server = accepting.await.unwrap().unwrap();
@@ -299,27 +311,12 @@ async fn records_split_across_reads_are_joined() {
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     let server = server_config(&pki, false);
     let client = client_config(&pki, suite);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepting = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        accept(tcp, server).await
-    });
+    let (addr, accepting) = accept_one(server).await;
     let mut conn =
         rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_nodelay(true).unwrap();
-    while conn.is_handshaking() {
-        if conn.wants_write() {
-            conn.write_tls(&mut tcp).unwrap();
-        } else {
-            conn.read_tls(&mut tcp).unwrap();
-            conn.process_new_packets().unwrap();
-        }
-    }
-    while conn.wants_write() {
-        conn.write_tls(&mut tcp).unwrap();
-    }
+    handshake_blocking(&mut conn, &mut tcp);
     let mut server = accepting.await.unwrap().unwrap();
     let sent = pattern(40_000, 7);
     std::io::Write::write_all(&mut conn.writer(), &sent).unwrap();
@@ -496,12 +493,7 @@ async fn a_key_update_flood_is_cut_off() {
     use super::{Cipher, Direction, Records, Secret};
     let pki = pki();
     let server = server_config(&pki, false);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepting = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        accept(tcp, server).await
-    });
+    let (addr, accepting) = accept_one(server).await;
     let secrets = Arc::new(ClientSecrets::default());
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     let mut config = (*client_config(&pki, suite)).clone();
@@ -511,14 +503,7 @@ async fn a_key_update_flood_is_cut_off() {
         rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
             .unwrap();
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    while conn.is_handshaking() || conn.wants_write() {
-        if conn.wants_write() {
-            conn.write_tls(&mut tcp).unwrap();
-        } else {
-            conn.read_tls(&mut tcp).unwrap();
-            conn.process_new_packets().unwrap();
-        }
-    }
+    handshake_blocking(&mut conn, &mut tcp);
     let mut server = accepting.await.unwrap().unwrap();
     #[allow(deprecated)]
     let extracted = conn.dangerous_extract_secrets().unwrap();
