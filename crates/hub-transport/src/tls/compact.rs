@@ -265,6 +265,14 @@ struct Records {
 }
 
 impl Records {
+    /// TLS 1.2 AES-GCM records carry 8 bytes of their nonce (RFC 5288); ChaCha20 records none.
+    fn explicit_nonce_len(&self) -> usize {
+        match self.cipher {
+            Cipher::Chacha20Poly1305 => 0,
+            Cipher::Aes128Gcm | Cipher::Aes256Gcm => EXPLICIT_NONCE,
+        }
+    }
+
     /// Encrypts `plain` as one record of `content` type, appending it to `out`.
     fn seal(&mut self, content: u8, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         debug_assert!(plain.len() <= MAX_PLAINTEXT);
@@ -293,11 +301,7 @@ impl Records {
                 .map_err(|_| bad_record("encryption failed"))?;
             out.extend_from_slice(tag.as_ref());
         } else {
-            let explicit = if self.cipher == Cipher::Chacha20Poly1305 {
-                0
-            } else {
-                EXPLICIT_NONCE
-            };
+            let explicit = self.explicit_nonce_len();
             let body = explicit + plain.len() + TAG;
             out.extend_from_slice(&[content, 3, 3]);
             out.extend_from_slice(&(body as u16).to_be_bytes());
@@ -343,11 +347,7 @@ impl Records {
             }
             (plain[end], HEADER..HEADER + end)
         } else {
-            let explicit = if self.cipher == Cipher::Chacha20Poly1305 {
-                0
-            } else {
-                EXPLICIT_NONCE
-            };
+            let explicit = self.explicit_nonce_len();
             let body = record.len() - HEADER;
             if body < explicit + TAG {
                 return Err(bad_record("a record too short to be protected"));

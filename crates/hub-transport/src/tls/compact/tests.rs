@@ -51,6 +51,14 @@ fn server_config(pki: &Pki, tls12: bool) -> Arc<ServerConfig> {
     super::capture_config(&config)
 }
 
+/// [`server_config`] before `capture_config`, so a test can change it first.
+fn plain_server_config(pki: &Pki) -> ServerConfig {
+    let config = server_config(pki, false);
+    let mut config = (*config).clone();
+    config.key_log = Arc::new(rustls::NoKeyLog);
+    config
+}
+
 fn client_config(pki: &Pki, suite: SupportedCipherSuite) -> Arc<ClientConfig> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites = vec![suite];
@@ -444,16 +452,7 @@ async fn the_configured_key_log_still_receives_the_secrets() {
     }
     let pki = pki();
     let labels = Arc::new(Labels::default());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![pki.cert.clone()],
-            PrivateKeyDer::try_from(pki.key.clone()).unwrap(),
-        )
-        .unwrap();
+    let mut config = plain_server_config(&pki);
     config.key_log = labels.clone();
     let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
     let (mut server, mut client) =
