@@ -419,14 +419,18 @@ fn complete_record(buf: &[u8], tls13: bool) -> io::Result<Option<usize>> {
     if buf.len() < HEADER {
         return Ok(None);
     }
+    // TLS 1.3 ignores the record's version (RFC 8446 §5.1; it is authenticated all the same);
+    // TLS 1.2 records carry the negotiated one.
+    if !tls13 && buf[1..3] != [3, 3] {
+        return Err(bad_record("a record of another protocol version"));
+    }
     let body = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-    if body
-        > if tls13 {
-            MAX_RECORD_BODY_TLS13
-        } else {
-            MAX_RECORD_BODY
-        }
-    {
+    let max_body = if tls13 {
+        MAX_RECORD_BODY_TLS13
+    } else {
+        MAX_RECORD_BODY
+    };
+    if body > max_body {
         return Err(bad_record("a record longer than the protocol allows"));
     }
     Ok((buf.len() >= HEADER + body).then_some(HEADER + body))
