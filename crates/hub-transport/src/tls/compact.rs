@@ -598,7 +598,16 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         let mut read_more = false;
         let mut established = false;
         let mut extra_discard = 0;
-        match state.map_err(tls_error)? {
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                // rustls queued the alert that tells the client why (no common version or
+                // suite, a bad message); send it rather than just closing.
+                send_queued_alert(&mut conn, &mut io).await;
+                return Err(tls_error(e));
+            }
+        };
+        match state {
             ConnectionState::EncodeTlsData(mut data) => loop {
                 match data.encode(&mut outgoing[pending..]) {
                     Ok(n) => {
@@ -701,6 +710,41 @@ pub(crate) async fn accept(mut io: TcpStream, config: Arc<ServerConfig>) -> io::
         quiet_records: 0,
         failed: false,
     })
+}
+
+/// Writes what rustls queued after a handshake error (its fatal alert), best effort.
+async fn send_queued_alert(conn: &mut UnbufferedServerConnection, io: &mut TcpStream) {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                let at = out.len();
+                out.resize(at + 64, 0);
+                loop {
+                    match data.encode(&mut out[at..]) {
+                        Ok(n) => {
+                            out.truncate(at + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                            required_size,
+                        })) => out.resize(at + required_size, 0),
+                        Err(_) => return,
+                    }
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(data)) => {
+                let _ = io.write_all(&out).await;
+                data.done();
+                return;
+            }
+            _ => break,
+        }
+    }
+    if !out.is_empty() {
+        let _ = io.write_all(&out).await;
+    }
 }
 
 /// The direction `extracted` (what rustls extracted) with the traffic secret it came from, once

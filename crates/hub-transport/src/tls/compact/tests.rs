@@ -681,3 +681,26 @@ mod properties {
         }
     }
 }
+
+/// A client the server cannot serve (here: TLS 1.2 only, against a TLS 1.3 server) is told why
+/// with rustls's alert, not left with a bare close.
+#[tokio::test]
+async fn a_refused_handshake_sends_the_alert() {
+    let pki = pki();
+    let (addr, accepting) = accept_one(server_config(&pki, false)).await;
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let err = tokio_rustls::TlsConnector::from(client_config(&pki, suite))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap_err();
+    let err = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .cloned();
+    assert!(
+        matches!(err, Some(rustls::Error::AlertReceived(_))),
+        "the client heard no alert: {err:?}"
+    );
+    assert!(accepting.await.unwrap().is_err());
+}
