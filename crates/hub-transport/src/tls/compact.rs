@@ -67,6 +67,31 @@ thread_local! {
     static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A record the peer sent that ends the connection, and the alert that tells it why.
+#[derive(Debug)]
+struct PeerError {
+    alert: u8,
+    why: &'static str,
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS: {}", self.why)
+    }
+}
+
+impl std::error::Error for PeerError {}
+
+// Alert descriptions (RFC 8446 §6.2).
+const ALERT_UNEXPECTED_MESSAGE: u8 = 10;
+const ALERT_BAD_RECORD_MAC: u8 = 20;
+const ALERT_RECORD_OVERFLOW: u8 = 22;
+const ALERT_PROTOCOL_VERSION: u8 = 70;
+
+fn peer_error(alert: u8, why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, PeerError { alert, why })
+}
+
 fn bad_record(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"))
 }
@@ -327,7 +352,10 @@ impl Records {
         let key = self.rx.key(self.cipher)?;
         let (inner, range) = if self.tls13 {
             if outer != CONTENT_APPLICATION_DATA {
-                return Err(bad_record("an unprotected record after the handshake"));
+                return Err(peer_error(
+                    ALERT_UNEXPECTED_MESSAGE,
+                    "an unprotected record after the handshake",
+                ));
             }
             let header: [u8; HEADER] = record[..HEADER].try_into().expect("5 bytes");
             let nonce = self.rx.nonce();
@@ -337,20 +365,29 @@ impl Records {
                     Aad::from(header),
                     &mut record[HEADER..],
                 )
-                .map_err(|_| bad_record("a record failed authentication"))?;
+                .map_err(|_| peer_error(ALERT_BAD_RECORD_MAC, "a record failed authentication"))?;
             // Strip the padding; the last non-zero byte is the real content type.
             let Some(end) = plain.iter().rposition(|&b| b != 0) else {
-                return Err(bad_record("a record without a content type"));
+                return Err(peer_error(
+                    ALERT_UNEXPECTED_MESSAGE,
+                    "a record without a content type",
+                ));
             };
             if end > MAX_PLAINTEXT {
-                return Err(bad_record("a record longer than the protocol allows"));
+                return Err(peer_error(
+                    ALERT_RECORD_OVERFLOW,
+                    "a record longer than the protocol allows",
+                ));
             }
             (plain[end], HEADER..HEADER + end)
         } else {
             let explicit = self.explicit_nonce_len();
             let body = record.len() - HEADER;
             if body < explicit + TAG {
-                return Err(bad_record("a record too short to be protected"));
+                return Err(peer_error(
+                    ALERT_BAD_RECORD_MAC,
+                    "a record too short to be protected",
+                ));
             }
             let mut nonce = self.rx.nonce();
             if explicit > 0 {
@@ -363,10 +400,13 @@ impl Records {
                     Aad::from(aad),
                     &mut record[HEADER + explicit..],
                 )
-                .map_err(|_| bad_record("a record failed authentication"))?;
+                .map_err(|_| peer_error(ALERT_BAD_RECORD_MAC, "a record failed authentication"))?;
             let len = plain.len();
             if len > MAX_PLAINTEXT {
-                return Err(bad_record("a record longer than the protocol allows"));
+                return Err(peer_error(
+                    ALERT_RECORD_OVERFLOW,
+                    "a record longer than the protocol allows",
+                ));
             }
             (outer, HEADER + explicit..HEADER + explicit + len)
         };
@@ -381,9 +421,15 @@ impl Records {
                 [HANDSHAKE_KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => Ok(Opened::KeyUpdate {
                     requested: *request == 1,
                 }),
-                _ => Err(bad_record("an unexpected post-handshake message")),
+                _ => Err(peer_error(
+                    ALERT_UNEXPECTED_MESSAGE,
+                    "an unexpected post-handshake message",
+                )),
             },
-            _ => Err(bad_record("an unexpected record type after the handshake")),
+            _ => Err(peer_error(
+                ALERT_UNEXPECTED_MESSAGE,
+                "an unexpected record type after the handshake",
+            )),
         }
     }
 }
@@ -422,7 +468,10 @@ fn complete_record(buf: &[u8], tls13: bool) -> io::Result<Option<usize>> {
     // TLS 1.3 ignores the record's version (RFC 8446 §5.1; it is authenticated all the same);
     // TLS 1.2 records carry the negotiated one.
     if !tls13 && buf[1..3] != [3, 3] {
-        return Err(bad_record("a record of another protocol version"));
+        return Err(peer_error(
+            ALERT_PROTOCOL_VERSION,
+            "a record of another protocol version",
+        ));
     }
     let body = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
     let max_body = if tls13 {
@@ -431,7 +480,10 @@ fn complete_record(buf: &[u8], tls13: bool) -> io::Result<Option<usize>> {
         MAX_RECORD_BODY
     };
     if body > max_body {
-        return Err(bad_record("a record longer than the protocol allows"));
+        return Err(peer_error(
+            ALERT_RECORD_OVERFLOW,
+            "a record longer than the protocol allows",
+        ));
     }
     Ok((buf.len() >= HEADER + body).then_some(HEADER + body))
 }
@@ -842,7 +894,10 @@ impl CompactTls {
             Opened::KeyUpdate { requested } => {
                 self.quiet_records += 1;
                 if self.quiet_records > MAX_QUIET_RECORDS {
-                    return Err(bad_record("too many key updates without data"));
+                    return Err(peer_error(
+                        ALERT_UNEXPECTED_MESSAGE,
+                        "too many key updates without data",
+                    ));
                 }
                 self.records.rx = self.records.rx.updated(self.records.cipher)?;
                 // One answer covers every request received before it is sent.
@@ -938,6 +993,23 @@ impl CompactTls {
 }
 
 impl CompactTls {
+    /// Tells the peer why the connection ends (best effort: only if nothing else waits to be
+    /// sent, and without waiting for the socket).
+    fn send_fatal_alert(&mut self, description: u8) {
+        if self.write_closed || !self.unsent.is_empty() {
+            return;
+        }
+        self.write_closed = true;
+        let mut out = Vec::with_capacity(HEADER + EXPLICIT_NONCE + 3 + TAG);
+        if self
+            .records
+            .seal(CONTENT_ALERT, &[2, description], &mut out)
+            .is_ok()
+        {
+            let _ = self.io.try_write(&out);
+        }
+    }
+
     /// Fails every call once one failed: a record layer that lost its place must not go on.
     fn guard<T>(
         &mut self,
@@ -950,8 +1022,11 @@ impl CompactTls {
             )));
         }
         let result = op(self);
-        if let Poll::Ready(Err(_)) = &result {
+        if let Poll::Ready(Err(e)) = &result {
             self.failed = true;
+            if let Some(peer) = e.get_ref().and_then(|e| e.downcast_ref::<PeerError>()) {
+                self.send_fatal_alert(peer.alert);
+            }
         }
         result
     }

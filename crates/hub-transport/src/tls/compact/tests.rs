@@ -704,3 +704,47 @@ async fn a_refused_handshake_sends_the_alert() {
     );
     assert!(accepting.await.unwrap().is_err());
 }
+
+/// A peer whose record fails authentication hears bad_record_mac before the close, as from
+/// any TLS stack, so a device's logs say what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_is_answered_with_its_alert() {
+    let pki = pki();
+    let (addr, accepting) = accept_one(server_config(&pki, false)).await;
+    let suite = rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut conn = rustls::ClientConnection::new(
+        client_config(&pki, suite),
+        ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    handshake_blocking(&mut conn, &mut tcp);
+    let mut server = accepting.await.unwrap().unwrap();
+    let mut forged = vec![23, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0xA5; 40]);
+    std::io::Write::write_all(&mut tcp, &forged).unwrap();
+    let err = server.read(&mut [0u8; 16]).await.unwrap_err();
+    assert!(err.to_string().contains("authentication"), "{err}");
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let heard = tokio::task::spawn_blocking(move || {
+        loop {
+            match conn.read_tls(&mut tcp) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        heard,
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadRecordMac
+        ))
+    );
+}
