@@ -491,7 +491,6 @@ impl Broker {
     pub(crate) fn unregister(
         &self,
         key: &Arc<SessionKey>,
-        conn_id: u64,
         mut undelivered: Vec<Message>,
         conn: &ConnHandle,
         now: Timestamp,
@@ -509,7 +508,7 @@ impl Broker {
         let Some(entry) = s.sessions.get_mut(key) else {
             return;
         };
-        if entry.conn.as_ref().map(|c| c.id) != Some(conn_id) {
+        if entry.conn.as_ref().map(|c| c.id) != Some(conn.id) {
             // Taken over: the new connection owns the session now, and what this one had not
             // delivered is the session's too, unless the new connection started clean.
             if !same_session {
@@ -982,7 +981,7 @@ mod tests {
         assert!(second.session_present);
         assert_eq!(old.kicked(), Some(reason::SESSION_TAKEN_OVER));
         let pending = Message::new("devices/pump-7/inbox", "qos1", QoS::AtLeastOnce);
-        broker.unregister(&first.key, old.id, vec![pending.clone()], &old, now);
+        broker.unregister(&first.key, vec![pending.clone()], &old, now);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         match new.poll_event(&mut cx) {
@@ -993,7 +992,7 @@ mod tests {
         // A clean start discards the session: nothing is handed over.
         let clean = ConnHandle::new(3, 10);
         broker.register(key(), principal.clone(), clean.clone(), true, 0);
-        broker.unregister(&second.key, new.id, vec![pending], &new, now);
+        broker.unregister(&second.key, vec![pending], &new, now);
         assert!(clean.poll_event(&mut cx).is_pending());
     }
 

@@ -565,7 +565,7 @@ impl Conn {
             let undelivered = self.session.take_undelivered();
             self.inner
                 .broker
-                .unregister(key, self.handle.id, undelivered, &self.handle, now);
+                .unregister(key, undelivered, &self.handle, now);
         }
         if let Some(Principal::Device(d)) = self.principal.as_deref() {
             self.inner.presence.disconnected(&d.group, &d.id, why, now);
