@@ -207,15 +207,14 @@ where
         let acceptor = acceptor.clone();
         let handle = handle.clone();
         let connections = tracker.clone();
-        let draining = shutdown.clone();
         // The handshake runs in a task of its own; the connection gets a new task holding
         // exactly its future. Composed in one task, the handshake's state and a second copy of
         // the stream would stay in every connection's memory for its whole life.
         tracker.spawn(async move {
             let accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
             match accepted {
-                // A handshake that ends after the drain began would miss its kick.
-                Ok(Ok(tls)) if !draining.is_cancelled() => {
+                // One that ends after the drain began is kicked as it registers (`Sweep::add`).
+                Ok(Ok(tls)) => {
                     let connection = handle(inner.clone(), tls);
                     connections.spawn(Counted {
                         connection,

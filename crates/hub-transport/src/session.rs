@@ -624,14 +624,16 @@ impl Session {
     /// Messages accepted but not yet acknowledged by the client, oldest first, so that a
     /// persistent session keeps them when the connection ends.
     pub fn take_undelivered(&mut self) -> Vec<Message> {
-        let mut v: Vec<Message> = self
-            .flows_mut()
+        let Some(flows) = self.flows.as_deref_mut() else {
+            return Vec::new();
+        };
+        let mut v: Vec<Message> = flows
             .inflight
             .drain(..)
             .filter(|(_, _, s)| *s != Stage::Comp)
             .map(|(_, m, _)| m)
             .collect();
-        v.extend(self.flows_mut().queue.drain(..));
+        v.extend(flows.queue.drain(..));
         v
     }
 
